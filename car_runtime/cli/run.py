@@ -1,0 +1,105 @@
+"""``car-runtime run``: drive the car from a model.
+
+Example (a laptop, no hardware)::
+
+    car-runtime run --model models/demo-untrained-deep-ffc-discrete.tar.gz \\
+        --camera tests/data/footage/car-event-track-seq-160x120 --fps 15 \\
+        --output record:drive.jsonl --arm
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="drive: camera -> model -> PWM, with deadlines and a fail-safe",
+        description="Drive the car from a model. Starts disarmed (neutral) unless --arm.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML settings (CLI flags override it)")
+    p.add_argument("--model", metavar="PATH", help="model.tar.gz, model folder, or model.xml")
+    p.add_argument("--camera", metavar="DEV|FILE|DIR",
+                   help="camera index/path (default: auto-scan), video file or image folder")
+    p.add_argument("--fps", type=float, help="pace an image folder at this rate")
+    p.add_argument("--output", metavar="SPEC",
+                   help="sysfs[:PWM_DIR] (default) | serial:URL | record:PATH")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="calibration.json (default /opt/aws/deepracer/calibration.json)")
+    p.add_argument("--max-speed-pct", type=float, dest="max_speed_pct",
+                   help="throttle scale 0-100 (default 50, like the stock slider)")
+    p.add_argument("--arm", action="store_true", default=None, help="start armed (drive at once)")
+    p.add_argument("--deadline-ms", type=float, dest="deadline_ms",
+                   help="neutral if no fresh command within this (default 100)")
+    p.add_argument("--max-frame-age-ms", type=float, dest="max_frame_age_ms",
+                   help="never act on a frame older than this (default 100)")
+    p.add_argument("--device", help="OpenVINO device: CPU (default), GPU, AUTO")
+    p.add_argument("--precision", choices=("f32", "f16", "bf16"), help="inference precision (f32)")
+    p.add_argument("--preprocess", choices=("stock", "training", "fast"),
+                   help="stock (default, identical to the car) | training | fast")
+    p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    p.add_argument("--sac-squash", action="store_true", default=None, dest="sac_squash",
+                   help="SAC models: tanh-squash outputs as in training (stock clips)")
+    p.add_argument("--status-interval", type=float, dest="status_interval_s",
+                   help="seconds between status lines (0 = off; default 1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from car_runtime.actuation.calibration import load_calibration
+    from car_runtime.actuation.output import Actuator, open_output
+    from car_runtime.config import FIELD_NAMES, resolve
+    from car_runtime.errors import ConfigError
+    from car_runtime.model.policy import load_model
+    from car_runtime.pipeline import Pipeline
+    from car_runtime.runtime import DriveLoop, drive_with_signals
+    from car_runtime.vision.sources import open_source
+
+    cfg = resolve(args.config, {k: getattr(args, k, None) for k in FIELD_NAMES})
+    if not cfg.model:
+        raise ConfigError("no model given; pass --model PATH (or set model: in --config)")
+    cv2.setNumThreads(1)  # OpenVINO owns the cores; OpenCV work here is tiny and single-frame
+
+    calibration = load_calibration(cfg.calibration, missing="defaults")
+    # Outputs first: the car sits at neutral while the model loads and the camera opens.
+    with Actuator(
+        open_output(cfg.output, calibration), calibration, deadline_s=cfg.deadline_ms / 1e3
+    ) as actuator:
+        loaded = load_model(
+            cfg.model, device=cfg.device, precision=cfg.precision, threads=cfg.threads
+        )
+        pipeline = Pipeline(
+            loaded.policy,
+            preprocess=cfg.preprocess,
+            max_speed_pct=cfg.max_speed_pct,
+            sac_squash=cfg.sac_squash,
+        )
+        print(
+            f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
+            f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
+            f"{'ARMED' if cfg.arm else 'disarmed'}, max speed {cfg.max_speed_pct:g} %, "
+            f"deadline {cfg.deadline_ms:g} ms",
+            flush=True,
+        )
+        with open_source(cfg.camera, fps=cfg.fps) as source:
+            loop = DriveLoop(
+                source,
+                pipeline,
+                actuator,
+                armed=cfg.arm,
+                max_frame_age_s=cfg.max_frame_age_ms / 1e3,
+                status_interval_s=cfg.status_interval_s,
+            )
+            code = drive_with_signals(loop)
+        s = loop.status()
+        total = s["stages"].get("total", {})
+        print(
+            f"{loop.exit_reason}: {s['frames']} frames, {loop.stats.driven} driven, "
+            f"{s['stale']} stale, {s['deadline_misses']} deadline misses, "
+            f"total p50 {total.get('p50_ms', 0):.2f} ms p99 {total.get('p99_ms', 0):.2f} ms",
+            flush=True,
+        )
+    return code

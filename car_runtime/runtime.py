@@ -1,0 +1,287 @@
+"""The drive loop: newest frame -> preprocess -> infer -> decide -> safety gate -> duty write.
+
+One thread runs the hot loop (it owns the pipeline); control calls (arm, disarm, stop, max
+speed, model swap) may come from any thread (signal handlers, ROS services) and are applied at
+the top of the next iteration. The actuation layer's watchdog sends neutral by itself when no
+fresh command arrives within the deadline, whatever the loop is doing (camera stall, hung
+inference). Every way out of :meth:`DriveLoop.run` writes neutral.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from car_runtime import sdnotify
+from car_runtime.actuation.output import Actuator, DutyWrite
+from car_runtime.control.safety import Event, ExitCode, State, step
+from car_runtime.pipeline import Pipeline, StepResult
+from car_runtime.timing import RateMeter, now_s
+from car_runtime.vision.frame import LatestFrameSlot
+from car_runtime.vision.sources import FrameSource
+
+log = logging.getLogger(__name__)
+
+#: Called from the loop thread after every write: (step result or None, the write, state).
+StepHook = Callable[["StepResult | None", DutyWrite, State], None]
+
+
+@dataclass
+class LoopStats:
+    frames: int = 0
+    driven: int = 0
+    stale: int = 0
+    skipped: int = 0  # frames overwritten in the slot before the loop took them
+    errors: int = 0
+    last_frame_age_ms: float = 0.0
+
+
+class DriveLoop:
+    """Runs the car until the input ends, a stop is requested, or a stage fails."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        pipeline: Pipeline,
+        actuator: Actuator,
+        *,
+        armed: bool = False,
+        max_frame_age_s: float = 0.1,
+        frame_wait_s: float = 0.05,
+        status_interval_s: float = 0.0,
+        on_step: StepHook | None = None,
+    ) -> None:
+        self.source = source
+        self.pipeline = pipeline
+        self.actuator = actuator
+        self.max_frame_age_s = max_frame_age_s
+        self.frame_wait_s = frame_wait_s
+        self.status_interval_s = status_interval_s
+        self.on_step = on_step
+        self.state = State.DISARMED
+        self.stats = LoopStats()
+        self.rate = RateMeter()
+        self.exit_code: int | None = None
+        self.exit_reason = ""
+        self._events: list[Event] = [Event.ARM] if armed else []
+        self._pending_pipeline: Pipeline | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop_code = int(ExitCode.OK)
+        self._stop_reason = ""
+        self._watchdog_s = sdnotify.watchdog_interval_s()
+
+    # -- control, from any thread ---------------------------------------------------------------
+    def arm(self) -> None:
+        self._post(Event.ARM)
+
+    def disarm(self) -> None:
+        self._post(Event.DISARM)
+
+    def stop_driving(self) -> None:
+        """Neutral and disarm (the ROS ``stop`` service); the loop keeps running."""
+        self._post(Event.STOP)
+
+    def reset_fault(self) -> None:
+        self._post(Event.RESET)
+
+    def set_max_speed_pct(self, pct: float) -> None:
+        self.pipeline.mapper.max_speed_pct = pct  # validated by the mapper; a float store
+
+    def swap_pipeline(self, pipeline: Pipeline) -> None:
+        """Use ``pipeline`` (a newly loaded model) from the next frame on."""
+        with self._lock:
+            self._pending_pipeline = pipeline
+
+    def request_stop(self, code: int = ExitCode.OK, reason: str = "stop requested") -> None:
+        """Leave :meth:`run` after the current step; neutral is written on the way out."""
+        if not self._stop.is_set():
+            self._stop_code, self._stop_reason = int(code), reason
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _post(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _apply_events(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+            pending, self._pending_pipeline = self._pending_pipeline, None
+        if pending is not None:
+            pending.mapper.max_speed_pct = self.pipeline.mapper.max_speed_pct
+            self.pipeline = pending
+        for event in events:
+            before = self.state
+            self.state = step(self.state, event).state
+            if self.state is not before:
+                log.info("state %s -> %s (%s)", before.value, self.state.value, event.name)
+                self._neutral(None, event=event.name.lower())
+
+    def _neutral(self, result: StepResult | None, **context: object) -> DutyWrite:
+        frame = result.frame if result is not None else None
+        w = self.actuator.neutral(
+            frame_seq=frame.seq if frame else None,
+            frame_age_ms=round((now_s() - frame.t_capture_s) * 1e3, 3) if frame else None,
+            state=self.state.value,
+            **context,
+        )
+        if self.on_step is not None:
+            self.on_step(result, w, self.state)
+        return w
+
+    def run(self) -> int:
+        """Drive until done; return the exit code (see :class:`ExitCode`)."""
+        slot = LatestFrameSlot()
+        code, reason = int(ExitCode.OK), "end of input"
+        last_notify = last_status = now_s()
+        sdnotify.ready()
+        try:
+            self.source.start(slot)
+            last_seq = 0
+            while not self._stop.is_set():
+                self._apply_events()
+                now = now_s()
+                if self._watchdog_s and now - last_notify >= self._watchdog_s:
+                    sdnotify.watchdog()
+                    last_notify = now
+                if self.status_interval_s and now - last_status >= self.status_interval_s:
+                    self._report_status()
+                    last_status = now
+                frame = slot.wait_newer(last_seq, self.frame_wait_s)
+                if frame is None:
+                    if slot.closed:
+                        if self.source.error is not None:
+                            code = int(ExitCode.CAMERA_LOST)
+                            reason = f"camera lost: {self.source.error}"
+                        break
+                    continue
+                self.stats.skipped += frame.seq - last_seq - 1
+                last_seq = frame.seq
+                self.stats.frames += 1
+                self.rate.tick()
+                self._drive_one(frame)
+            else:
+                code, reason = self._stop_code, self._stop_reason
+        except Exception as exc:  # any stage failure: neutral, then exit with FAULT
+            self.stats.errors += 1
+            self.state = step(self.state, Event.ERROR).state
+            code, reason = int(ExitCode.FAULT), f"{type(exc).__name__}: {exc}"
+            log.error("drive loop fault: %s", reason)
+        finally:
+            self.state = step(self.state, Event.END).state if code == ExitCode.OK else self.state
+            try:
+                self._neutral(None, event="exit")
+            finally:
+                self.source.stop()
+                sdnotify.stopping()
+        self.exit_code, self.exit_reason = code, reason
+        log.info("drive loop ended: %s (exit %d)", reason, code)
+        return code
+
+    def _drive_one(self, frame) -> None:
+        timer = self.pipeline.timer
+        age_s = now_s() - frame.t_capture_s
+        if age_s > self.max_frame_age_s:
+            self.stats.stale += 1
+            self.state = step(self.state, Event.STALE_FRAME).state
+            self._neutral(None, event="stale_frame")
+            return
+        result = self.pipeline.step(frame)
+        age_s = now_s() - frame.t_capture_s
+        self.stats.last_frame_age_ms = age_s * 1e3
+        decision = result.decision
+        if age_s > self.max_frame_age_s:  # it aged while we worked on it: never act on it
+            self.stats.stale += 1
+            verdict = step(self.state, Event.STALE_FRAME)
+        else:
+            verdict = step(self.state, Event.DECISION)
+        self.state = verdict.state
+        context = {
+            "frame_seq": frame.seq,
+            "frame_age_ms": round(age_s * 1e3, 3),
+            "state": self.state.value,
+        }
+        if verdict.drive and decision.valid:
+            w = self.actuator.command(decision.angle, decision.throttle, **context)
+            self.stats.driven += 1
+        else:
+            w = self.actuator.neutral(**context)
+        timer.lap("actuate")
+        timer.end()
+        if self.on_step is not None:
+            self.on_step(result, w, self.state)
+
+    def status(self) -> dict:
+        """A snapshot for status lines, ROS diagnostics and sd_notify STATUS."""
+        return {
+            "state": self.state.value,
+            "fps": round(self.rate.fps(), 2),
+            "frame_age_ms": round(self.stats.last_frame_age_ms, 2),
+            "frames": self.stats.frames,
+            "stale": self.stats.stale,
+            "skipped": self.stats.skipped,
+            "deadline_misses": self.actuator.deadline_misses,
+            "clamped": self.actuator.clamped,
+            "nonfinite": self.pipeline.mapper.nonfinite,
+            "stages": self.pipeline.timer.summary(),
+        }
+
+    def _report_status(self) -> None:
+        s = self.status()
+        line = (
+            f"{s['state']:8s} {s['fps']:5.1f} fps  age {s['frame_age_ms']:6.1f} ms  "
+            f"stale {s['stale']}  deadline misses {s['deadline_misses']}  "
+            f"{self.pipeline.timer.status_line()}"
+        )
+        sdnotify.status(line)
+        log.info("%s", line)
+
+
+def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0) -> int:
+    """Run ``loop`` in a worker thread; SIGINT/SIGTERM stop it with exit code 128+signal.
+
+    If the loop does not finish within ``grace_s`` after a stop (a hung stage), the actuator is
+    closed (neutral) from here and the process exits hard with the signal's code.
+    """
+    done = threading.Event()
+    result: list[int] = []
+
+    def worker() -> None:
+        try:
+            result.append(loop.run())
+        finally:
+            done.set()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        log.info("%s received: stopping", name)
+        loop.request_stop(128 + signum, f"{name} received")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=worker, name="drive-loop", daemon=True)
+    thread.start()
+    try:
+        stop_seen: float | None = None
+        while not done.wait(0.1):
+            if loop.stopping:
+                stop_seen = stop_seen or now_s()
+                if now_s() - stop_seen > grace_s:
+                    log.error("drive loop did not stop within %.1f s: forcing neutral", grace_s)
+                    loop.actuator.close()
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(loop._stop_code)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return result[0] if result else int(ExitCode.FAULT)
