@@ -30,6 +30,7 @@ class RunConfig:
     arm: bool = False  # start armed (otherwise neutral until armed)
     deadline_ms: float = 100.0  # no fresh command within this -> neutral
     max_frame_age_ms: float = 100.0  # frames older than this are never acted on
+    stall_timeout_ms: float = 2000.0  # a stage stuck this long: neutral, exit 5 (watchdog)
     device: str = "CPU"
     precision: str = "f32"
     preprocess: str = "stock"
@@ -53,6 +54,7 @@ class RunConfig:
         number("max_speed_pct", 0, 100)
         number("deadline_ms", 10, 10_000)
         number("max_frame_age_ms", 1, 10_000)
+        number("stall_timeout_ms", 100, 600_000)
         number("fps", 0.1, 1000, allow_none=True)
         number("threads", 1, 256, allow_none=True)
         number("status_interval_s", 0, 3600)
@@ -87,7 +89,8 @@ def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> Ru
         )
     merged = dataclasses.asdict(base or RunConfig())
     merged.update({k: v for k, v in values.items()})
-    for key in ("fps", "max_speed_pct", "deadline_ms", "max_frame_age_ms", "status_interval_s"):
+    for key in ("fps", "max_speed_pct", "deadline_ms", "max_frame_age_ms", "stall_timeout_ms",
+                "status_interval_s"):
         if isinstance(merged[key], int) and not isinstance(merged[key], bool):
             merged[key] = float(merged[key])
     for key in ("camera",):

@@ -55,6 +55,7 @@ class DriveLoop:
         frame_wait_s: float = 0.05,
         status_interval_s: float = 0.0,
         on_step: StepHook | None = None,
+        slot: LatestFrameSlot | None = None,
     ) -> None:
         self.source = source
         self.pipeline = pipeline
@@ -63,6 +64,8 @@ class DriveLoop:
         self.frame_wait_s = frame_wait_s
         self.status_interval_s = status_interval_s
         self.on_step = on_step
+        self.slot = slot or LatestFrameSlot()
+        self.last_progress_s = now_s()  # updated every iteration; a stuck stage stops it
         self.state = State.DISARMED
         self.stats = LoopStats()
         self.rate = RateMeter()
@@ -141,7 +144,7 @@ class DriveLoop:
 
     def run(self) -> int:
         """Drive until done; return the exit code (see :class:`ExitCode`)."""
-        slot = LatestFrameSlot()
+        slot = self.slot
         code, reason = int(ExitCode.OK), "end of input"
         last_notify = last_status = now_s()
         sdnotify.ready()
@@ -150,7 +153,7 @@ class DriveLoop:
             last_seq = 0
             while not self._stop.is_set():
                 self._apply_events()
-                now = now_s()
+                now = self.last_progress_s = now_s()
                 if self._watchdog_s and now - last_notify >= self._watchdog_s:
                     sdnotify.watchdog()
                     last_notify = now
@@ -247,11 +250,13 @@ class DriveLoop:
         log.info("%s", line)
 
 
-def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0) -> int:
+def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0, stall_s: float = 2.0) -> int:
     """Run ``loop`` in a worker thread; SIGINT/SIGTERM stop it with exit code 128+signal.
 
-    If the loop does not finish within ``grace_s`` after a stop (a hung stage), the actuator is
-    closed (neutral) from here and the process exits hard with the signal's code.
+    If the loop does not finish within ``grace_s`` after a stop, or makes no progress for
+    ``stall_s`` (a hung stage: the watchdog already sent neutral), the actuator is closed
+    (neutral) from here and the process exits hard: the signal's code, or
+    :attr:`ExitCode.WATCHDOG`.
     """
     done = threading.Event()
     result: list[int] = []
@@ -272,15 +277,21 @@ def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0) -> int:
     thread.start()
     try:
         stop_seen: float | None = None
-        while not done.wait(0.1):
+        while not done.wait(0.05):
+            code = None
             if loop.stopping:
                 stop_seen = stop_seen or now_s()
                 if now_s() - stop_seen > grace_s:
                     log.error("drive loop did not stop within %.1f s: forcing neutral", grace_s)
-                    loop.actuator.close()
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    os._exit(loop._stop_code)
+                    code = loop._stop_code
+            elif now_s() - loop.last_progress_s > stall_s:
+                log.error("drive loop stuck for %.1f s (hung stage): forcing neutral", stall_s)
+                code = int(ExitCode.WATCHDOG)
+            if code is not None:
+                loop.actuator.close()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

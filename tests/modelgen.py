@@ -466,6 +466,40 @@ def _opset():
     return ops
 
 
+def write_slow_model_dir(out_dir: str | Path, *, layers: int = 12, width: int = 64,
+                         n_outputs: int = 5) -> Path:
+    """A deliberately heavy front-camera discrete IR (``layers`` 3x3 convolutions of ``width``
+    channels at full 120x160 resolution) with the real DeepRacer tensor names and metadata.
+
+    Used to make inference really slow (tens to hundreds of ms) for deadline and stall tests:
+    the watchdog is exercised by a real OpenVINO model, not by a mocked stage.
+    """
+    import openvino as ov
+
+    ops = _opset()
+    rng = np.random.default_rng(7)
+    net = TinyNet(n_outputs=n_outputs)
+    cam = ops.parameter([1, HEIGHT, WIDTH, 1], np.float32, name=net.input_name)
+    cam.output(0).get_tensor().set_names({net.input_name + ":0"})
+    x = ops.transpose(cam.output(0), ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    x = ops.divide(x, ops.constant(np.array(255.0, np.float32)))
+    channels = 1
+    for _ in range(layers):
+        w = (rng.standard_normal((width, channels, 3, 3)) / (3.0 * np.sqrt(channels))).astype(np.float32)
+        x = ops.relu(ops.convolution(x, ops.constant(w), [1, 1], [1, 1], [1, 1], [1, 1]))
+        channels = width
+    x = ops.reduce_mean(x, ops.constant(np.array([2, 3], np.int64)), False)
+    fc = rng.standard_normal((width, n_outputs)).astype(np.float32)
+    x = ops.softmax(ops.matmul(x, ops.constant(fc), False, False), 1)
+    x.get_output_tensor(0).set_names({net.output_name + ":0"})
+    model = ov.Model([ops.result(x)], [cam], "deepracer_slow")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
+    (out / "model_metadata.json").write_bytes(net.metadata_bytes())
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Archives
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="neutral if no fresh command within this (default 100)")
     p.add_argument("--max-frame-age-ms", type=float, dest="max_frame_age_ms",
                    help="never act on a frame older than this (default 100)")
+    p.add_argument("--stall-timeout-ms", type=float, dest="stall_timeout_ms",
+                   help="a stage stuck this long -> neutral and exit 5 (default 2000)")
     p.add_argument("--device", help="OpenVINO device: CPU (default), GPU, AUTO")
     p.add_argument("--precision", choices=("f32", "f16", "bf16"), help="inference precision (f32)")
     p.add_argument("--preprocess", choices=("stock", "training", "fast"),
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             f"deadline {cfg.deadline_ms:g} ms",
             flush=True,
         )
-        with open_source(cfg.camera, fps=cfg.fps) as source:
+        with open_source(cfg.camera, fps=cfg.fps, stereo=loaded.metadata.is_stereo) as source:
             loop = DriveLoop(
                 source,
                 pipeline,
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 max_frame_age_s=cfg.max_frame_age_ms / 1e3,
                 status_interval_s=cfg.status_interval_s,
             )
-            code = drive_with_signals(loop)
+            code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
         s = loop.status()
         total = s["stages"].get("total", {})
         print(

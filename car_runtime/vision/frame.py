@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -33,13 +34,17 @@ class LatestFrameSlot:
 
     Never a queue: a slow reader skips frames instead of falling behind. ``close()`` wakes
     waiting readers; :meth:`wait_newer` then returns ``None``.
+
+    With ``audit=N`` the slot keeps the last N ``("put"|"take", seq)`` events, in lock order,
+    so a test or a field audit can prove every take was the newest frame put so far.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, audit: int = 0) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._closed = False
         self.overwritten = 0  # frames replaced before any reader took them
+        self.audit: deque[tuple[str, int]] | None = deque(maxlen=audit) if audit else None
 
     def put(self, frame: Frame) -> None:
         with self._cond:
@@ -47,6 +52,8 @@ class LatestFrameSlot:
                 self.overwritten += 1
             self._frame = frame
             self._taken = False
+            if self.audit is not None:
+                self.audit.append(("put", frame.seq))
             self._cond.notify_all()
 
     _taken = True
@@ -66,6 +73,8 @@ class LatestFrameSlot:
             if not ok or self._frame is None or self._frame.seq <= after_seq:
                 return None
             self._taken = True
+            if self.audit is not None:
+                self.audit.append(("take", self._frame.seq))
             return self._frame
 
     def close(self) -> None:
