@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import subprocess
 import sys
@@ -78,8 +80,7 @@ def test_verify_would_catch_mistakes(tmp_path):
 
 @needs_analyze
 def test_unit_rendered_by_install_service_verifies(tmp_path):
-    text = install_service.render_unit(UNIT.read_text(), EXE, "/etc/car/cal.json",
-                                       "serial:/dev/ttyACM0")
+    text = install_service.render_unit(UNIT.read_text(), EXE)
     result = verify(tmp_path, text)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
@@ -117,8 +118,7 @@ def test_unit_commands_are_accepted_by_our_cli():
     stop = service["ExecStopPost"][0].split()
     args = parser.parse_args(stop[1:])
     assert args.command == "neutral"
-    assert str(args.calibration) == "/opt/aws/deepracer/calibration.json"
-    assert args.output == "sysfs"
+    assert str(args.config) == "/etc/car-runtime/config.yaml"  # the same config as ExecStart
 
 
 def test_example_config_is_valid_and_shows_the_defaults():
@@ -130,10 +130,25 @@ def test_example_config_is_valid_and_shows_the_defaults():
     for key in data:
         if key != "model":
             assert getattr(cfg, key) == getattr(defaults, key), key
-    # ExecStopPost must name the same output and calibration as the config.
-    stop = parse_unit(UNIT.read_text())["Service"]["ExecStopPost"][0].split()
-    assert stop[stop.index("--output") + 1] == cfg.output
-    assert stop[stop.index("--calibration") + 1] == cfg.calibration
+
+
+def test_neutral_follows_the_config(tmp_path, capsys):
+    """ExecStopPost's `neutral --config` writes neutral on the config's output."""
+    record = tmp_path / "stop.jsonl"
+    cal = tmp_path / "cal.json"
+    cal.write_text('{"Calibration": {"Servo": {"min": 1100000, "mid": 1400000, "max": 1800000, '
+                   '"polarity": 1}, "Motor": {"min": 1300000, "mid": 1500000, "max": 1700000, '
+                   '"polarity": -1}, "version": 1}}')
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: /m.tar.gz\noutput: record:{record}\ncalibration: {cal}\n")
+    assert main(["neutral", "--config", str(config)]) == 0
+    last = [json.loads(line) for line in record.read_text().splitlines()][-1]
+    assert (last["servo_ns"], last["motor_ns"]) == (1400000, 1500000)
+    # A broken config never blocks the stop path: defaults, a warning, exit 0.
+    config.write_text("max_speed_pct: [oops\n")
+    assert main(["neutral", "--config", str(config), "--output", f"record:{record}"]) == 0
+    last = [json.loads(line) for line in record.read_text().splitlines()][-1]
+    assert (last["servo_ns"], last["motor_ns"]) == (1450000, 1446000)
 
 
 # -- install-service -------------------------------------------------------------------------------
@@ -149,9 +164,7 @@ def test_install_service_into_a_prefix(tmp_path, capsys):
     assert config.read_text() == example.read_text() == shipped
     service = parse_unit(unit.read_text())["Service"]
     assert service["ExecStart"] == [f"{EXE} run --config /etc/car-runtime/config.yaml"]
-    assert service["ExecStopPost"] == [
-        f"{EXE} neutral --calibration /opt/aws/deepracer/calibration.json --output sysfs"
-    ]
+    assert service["ExecStopPost"] == [f"{EXE} neutral --config /etc/car-runtime/config.yaml"]
     assert oct(unit.stat().st_mode & 0o777) == "0o644"
     # Staging: accounts and reloads are printed, not run.
     assert "run yourself: sudo systemctl daemon-reload" in out
@@ -164,7 +177,7 @@ def test_install_service_into_a_prefix(tmp_path, capsys):
     ]
 
 
-def test_install_service_keeps_an_existing_config_and_follows_it(tmp_path, capsys):
+def test_install_service_keeps_an_existing_config(tmp_path, capsys):
     config = tmp_path / "etc/car-runtime/config.yaml"
     config.parent.mkdir(parents=True)
     config.write_text("model: /m.tar.gz\noutput: serial:/dev/ttyACM0\ncalibration: /etc/c.json\n")
@@ -172,8 +185,7 @@ def test_install_service_keeps_an_existing_config_and_follows_it(tmp_path, capsy
     assert config.read_text().startswith("model: /m.tar.gz")  # untouched
     assert "skipped:" in capsys.readouterr().out
     unit = (tmp_path / "etc/systemd/system/car-runtime.service").read_text()
-    assert f"ExecStopPost={EXE} neutral --calibration /etc/c.json --output serial:/dev/ttyACM0" \
-        in unit
+    assert f"ExecStopPost={EXE} neutral --config /etc/car-runtime/config.yaml" in unit
 
 
 def test_install_service_dry_run_changes_nothing(tmp_path, capsys):
@@ -189,11 +201,6 @@ def test_install_service_errors_are_one_line(tmp_path, capsys):
                  str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot find the car-runtime executable") and err.count("\n") == 1
-    config = tmp_path / "etc/car-runtime/config.yaml"
-    config.parent.mkdir(parents=True)
-    config.write_text("output: record:/my drive.jsonl\n")
-    assert main(["install-service", "--prefix", str(tmp_path), "--exe", EXE]) == 2
-    assert "contains spaces" in capsys.readouterr().err
 
 
 def test_account_commands_only_for_missing_accounts():

@@ -9,7 +9,7 @@ Run once on the car, as root::
 What it does (``--dry-run`` prints it instead):
 
 - writes ``/etc/systemd/system/car-runtime.service`` with ``ExecStart`` pointing at *this*
-  ``car-runtime`` and ``ExecStopPost`` using the output and calibration named in the config;
+  ``car-runtime`` (``ExecStopPost`` runs ``neutral --config``, so it follows the config);
 - writes ``/etc/udev/rules.d/99-car-runtime.rules`` (PWM, GPIO and camera access);
 - writes ``/etc/car-runtime/config.example.yaml``, and ``config.yaml`` from it if there is none
   (an existing config is never overwritten);
@@ -104,38 +104,11 @@ def find_executable(explicit: str | None) -> str:
     )
 
 
-def neutral_args(config_text: str | None) -> tuple[str, str]:
-    """``(calibration, output)`` for ExecStopPost, taken from a config file's text if given."""
-    calibration, output = DEFAULT_CALIBRATION, "sysfs"
-    if config_text:
-        import yaml
-
-        from car_runtime.errors import ConfigError
-
-        try:
-            data = yaml.safe_load(config_text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"the existing config is not valid YAML ({str(exc).splitlines()[0]});"
-                              " fix it first") from None
-        if isinstance(data, dict):
-            calibration = str(data.get("calibration") or calibration)
-            output = str(data.get("output") or output)
-    for value in (calibration, output):
-        if any(ch.isspace() for ch in value) or "%" in value:
-            from car_runtime.errors import ConfigError
-
-            raise ConfigError(f"{value!r} (output/calibration in the config) contains spaces or "
-                              "'%', which the unit cannot pass on; use a path without them")
-    return calibration, output
-
-
-def render_unit(template: str, exe: str, calibration: str, output: str) -> str:
-    """The shipped unit with the real executable and the config's neutral arguments."""
+def render_unit(template: str, exe: str) -> str:
+    """The shipped unit with the real executable (``neutral --config`` follows the config)."""
     lines = []
     for line in template.splitlines():
-        if line.startswith("ExecStopPost="):
-            line = f"ExecStopPost={exe} neutral --calibration {calibration} --output {output}"
-        elif line.startswith("ExecStart="):
+        if line.startswith(("ExecStart=", "ExecStopPost=")):
             line = line.replace(DEFAULT_EXE, exe)
         lines.append(line)
     return "\n".join(lines) + "\n"
@@ -173,10 +146,9 @@ def make_plan(prefix: Path, exe: str) -> Plan:
     config_path = etc / "car-runtime" / "config.yaml"
     example = (src / CONFIG_EXAMPLE_NAME).read_text()
     existing = config_path.read_text() if config_path.is_file() else None
-    calibration, output = neutral_args(existing or example)
     files = [
         (etc / "systemd" / "system" / UNIT_NAME,
-         render_unit((src / UNIT_NAME).read_text(), exe, calibration, output)),
+         render_unit((src / UNIT_NAME).read_text(), exe)),
         (etc / "udev" / "rules.d" / RULES_NAME, (src / RULES_NAME).read_text()),
         (etc / "car-runtime" / CONFIG_EXAMPLE_NAME, example),
     ]
