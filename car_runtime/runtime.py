@@ -181,7 +181,8 @@ class DriveLoop:
             code, reason = int(ExitCode.FAULT), f"{type(exc).__name__}: {exc}"
             log.error("drive loop fault: %s", reason)
         finally:
-            self.state = step(self.state, Event.END).state if code == ExitCode.OK else self.state
+            if code != ExitCode.FAULT:  # a fault stays visible in the last record
+                self.state = step(self.state, Event.END).state
             try:
                 self._neutral(None, event="exit")
             finally:

@@ -265,6 +265,9 @@ def test_signal_stops_with_neutral(demo_model, footage_seq_dir, tmp_path, sig, c
     assert any(r.get("frame_seq") for r in recs)
     assert_neutral(recs[-1])
     assert max(r.get("frame_seq") or 0 for r in recs) < 100  # stopped early, not end of input
+    exit_rec = [r for r in recs if r.get("event") == "exit"][-1]
+    assert exit_rec["state"] == "disarmed"
+    assert_neutral(exit_rec)
 
 
 # -- systemd notification ---------------------------------------------------------------------
