@@ -134,7 +134,7 @@ class ExitCode(enum.IntEnum):
     USER_ERROR = 2  # bad model / config / calibration / missing device (CarRuntimeError)
     FAULT = 3  # runtime fault: an exception in a stage
     CAMERA_LOST = 4  # the camera stopped delivering and reconnecting did not bring it back
-    WATCHDOG = 5  # the command watchdog tripped and the run was aborted (e.g. inference hung)
+    WATCHDOG = 5  # a stage was stuck longer than stall_timeout_ms (e.g. inference hung): aborted
     SIGINT = 130  # Ctrl-C
     SIGTERM = 143  # systemctl stop / kill
 
