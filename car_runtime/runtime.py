@@ -116,7 +116,7 @@ class DriveLoop:
             self._events.append(event)
 
     # -- the loop ---------------------------------------------------------------------------------
-    def _apply_events(self) -> None:
+    def apply_pending(self) -> None:
         with self._lock:
             events, self._events = self._events, []
             pending, self._pending_pipeline = self._pending_pipeline, None
@@ -152,7 +152,7 @@ class DriveLoop:
             self.source.start(slot)
             last_seq = 0
             while not self._stop.is_set():
-                self._apply_events()
+                self.apply_pending()
                 now = self.last_progress_s = now_s()
                 if self._watchdog_s and now - last_notify >= self._watchdog_s:
                     sdnotify.watchdog()
@@ -172,7 +172,7 @@ class DriveLoop:
                 last_seq = frame.seq
                 self.stats.frames += 1
                 self.rate.tick()
-                self._drive_one(frame)
+                self.drive_one(frame)
             else:
                 code, reason = self._stop_code, self._stop_reason
         except Exception as exc:  # any stage failure: neutral, then exit with FAULT
@@ -192,7 +192,7 @@ class DriveLoop:
         log.info("drive loop ended: %s (exit %d)", reason, code)
         return code
 
-    def _drive_one(self, frame) -> None:
+    def drive_one(self, frame) -> None:
         timer = self.pipeline.timer
         age_s = now_s() - frame.t_capture_s
         if age_s > self.max_frame_age_s:

@@ -81,6 +81,15 @@ def _layout(shape: list, channels: int) -> str:
     )
 
 
+def _ov_reason(exc: BaseException) -> str:
+    """The informative line of an OpenVINO exception (its first lines are source locations)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if not ln.startswith(("Exception from ", "Check '")):
+            return ln
+    return lines[0] if lines else type(exc).__name__
+
+
 def compile_config(device: str, precision: str, hint: str, threads: int | None) -> dict:
     """OpenVINO compile properties for one latency-optimised request."""
     if precision not in PRECISIONS:
@@ -124,7 +133,7 @@ class Policy:
         try:
             model = core.read_model(str(model_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _ov_reason(exc)
             raise ModelError(
                 f"OpenVINO cannot read {Path(model_path).name} ({first[:200]}); "
                 "is it a DeepRacer frozen graph (model.pb) or an OpenVINO IR?"
@@ -181,7 +190,7 @@ class Policy:
         try:
             compiled = core.compile_model(model, device, config)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _ov_reason(exc)
             raise ModelError(
                 f"OpenVINO cannot compile the model for {device} ({first[:200]}); "
                 "try --device CPU"
@@ -214,6 +223,22 @@ class Policy:
     @property
     def input_buffer(self) -> np.ndarray:
         return self._buffer
+
+    def compiled_properties(self) -> dict[str, str]:
+        """What OpenVINO actually runs: precision, devices, streams, threads (best effort)."""
+        out: dict[str, str] = {}
+        for key, name in (("INFERENCE_PRECISION_HINT", "precision"), ("EXECUTION_DEVICES", "devices"),
+                          ("NUM_STREAMS", "streams"), ("INFERENCE_NUM_THREADS", "threads")):
+            try:
+                value = self._compiled.get_property(key)
+            except Exception:  # not every device reports every property
+                continue
+            if hasattr(value, "get_type_name"):
+                value = value.get_type_name()
+            elif isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            out[name] = str(value)
+        return out
 
     def infer(self) -> np.ndarray:
         """Run the reused request on the current input buffer; return the flat output (a view,
