@@ -64,7 +64,12 @@ class ActionMapper:
 
     @max_speed_pct.setter
     def max_speed_pct(self, pct: float) -> None:
-        pct = float(pct)
+        try:
+            pct = float(pct)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"max speed {pct!r} is not a number; pass --max-speed-pct 0-100"
+            ) from None
         if not (0.0 <= pct <= 100.0) or math.isnan(pct):
             raise ConfigError(f"max speed {pct:g} % is outside 0..100; pass --max-speed-pct 0-100")
         self._pct = pct

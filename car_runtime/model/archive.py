@@ -124,8 +124,10 @@ def extract_archive(archive: Path, dest: Path) -> None:
     except FileExistsError as exc:
         raise ModelError(f"{archive.name} holds the same file twice ({exc.filename}); re-export it") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        # tarfile's "r:*" errors span several lines; the CLI prints one
+        detail = (str(exc).strip().splitlines() or [""])[0].rstrip(":")
         raise ModelError(
-            f"{archive.name} is not a readable tar.gz ({type(exc).__name__}: {exc}); "
+            f"{archive.name} is not a readable tar.gz ({type(exc).__name__}: {detail}); "
             "download the model again"
         ) from None
 
@@ -165,7 +167,10 @@ def open_model(path: str | Path) -> ModelBundle:
     """Resolve ``path`` (archive, folder, ``.pb`` or ``.xml``) to a :class:`ModelBundle`."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelError(f"model {path} not found; pass --model PATH to a model.tar.gz or folder")
+        raise ModelError(
+            f"model {path} not found; give the path of a model.tar.gz, a model folder, "
+            "a model.pb or a model.xml"
+        )
 
     if _is_archive(path):
         tmp = Path(tempfile.mkdtemp(prefix="car-runtime-model-"))

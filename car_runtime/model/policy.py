@@ -96,12 +96,11 @@ def compile_config(device: str, precision: str, hint: str, threads: int | None) 
         raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if hint not in HINTS:
         raise ConfigError(f"hint {hint!r} is not one of {', '.join(HINTS)}")
-    config: dict[str, object] = {"PERFORMANCE_HINT": HINTS[hint]}
+    # The precision hint goes to every device (AUTO passes it on): bf16 hosts would otherwise
+    # silently change outputs.
+    config: dict[str, object] = {"PERFORMANCE_HINT": HINTS[hint], "INFERENCE_PRECISION_HINT": precision}
     if device.upper().startswith("CPU"):
-        config["INFERENCE_PRECISION_HINT"] = precision
         config["INFERENCE_NUM_THREADS"] = int(threads or os.cpu_count() or 1)
-    elif device.upper().startswith("GPU"):
-        config["INFERENCE_PRECISION_HINT"] = precision
     return config
 
 

@@ -29,7 +29,8 @@ from car_runtime.vision.frame import Image
 MODES = ("stock", "training", "fast")
 _REDUCED_GREY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
                  4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
-_LUMA_BGR = np.array([0.1140, 0.5870, 0.2989], dtype=np.float32)  # B, G, R weights
+#: rl_coach ObservationRGBToYFilter weights (R, G, B); evaluated in float64, R first, as there.
+_LUMA_R, _LUMA_G, _LUMA_B = 0.2989, 0.5870, 0.1140
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -67,7 +68,8 @@ class Preprocessor:
             raise ConfigError(f"preprocess mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
         self.height, self.width, self.channels = height, width, channels
-        self._float = np.empty((height, width, 3), dtype=np.float32)  # training-mode scratch
+        self._luma = np.empty((height, width), dtype=np.float64)  # training-mode scratch
+        self._term = np.empty((height, width), dtype=np.float64)
 
     # -- step 1: decode --------------------------------------------------------------------------
     def decode(self, images: Sequence[Image]) -> list[np.ndarray]:
@@ -92,7 +94,10 @@ class Preprocessor:
                     if w == self.width * k and h == self.height * k:
                         flag = grey_flag
                         break
-        out = cv2.imdecode(buf, flag)
+        try:
+            out = cv2.imdecode(buf, flag) if buf.size else None  # cv2 asserts on empty input
+        except cv2.error:
+            out = None
         if out is None:
             raise SourceError("a frame could not be decoded (not a JPEG/PNG image); check the source")
         return out
@@ -104,7 +109,8 @@ class Preprocessor:
             np.copyto(views[c], self.grey(pixels[c]), casting="unsafe")
 
     def grey(self, img: np.ndarray) -> np.ndarray:
-        """One image -> (H, W) grey at the model size (uint8, float32 for ``training``)."""
+        """One image -> (H, W) grey at the model size (uint8; for ``training`` a float64 scratch
+        view of whole numbers, overwritten by the next call)."""
         size = (self.width, self.height)
         same = img.shape[0] == self.height and img.shape[1] == self.width
         if img.ndim == 3 and img.shape[2] == 4:
@@ -116,13 +122,24 @@ class Preprocessor:
             small = img if same else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
             if small.ndim == 2:
                 return small
-            np.multiply(small, _LUMA_BGR, out=self._float, casting="unsafe")
-            luma = self._float.sum(axis=2)
-            return np.floor(luma, out=luma)
+            return self._training_luma(small)
         # fast
         if img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         return img if same else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+    def _training_luma(self, bgr: np.ndarray) -> np.ndarray:
+        """rl_coach's ``0.2989 r + 0.5870 g + 0.1140 b`` (float64, this order), then
+        ``ObservationToUInt8Filter(0, 255)``: ``y / 255 * 255`` truncated -- bit-exact."""
+        y, t = self._luma, self._term
+        np.multiply(bgr[:, :, 2], _LUMA_R, out=y)
+        np.multiply(bgr[:, :, 1], _LUMA_G, out=t)
+        y += t
+        np.multiply(bgr[:, :, 0], _LUMA_B, out=t)
+        y += t
+        y /= 255.0
+        y *= 255.0
+        return np.trunc(y, out=y)
 
     def __call__(self, images: Sequence[Image], views: Sequence[np.ndarray]) -> None:
         self.prepare(self.decode(images), views)
