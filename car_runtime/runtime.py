@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from car_runtime import sdnotify
 from car_runtime.actuation.output import Actuator, DutyWrite
@@ -24,6 +24,10 @@ from car_runtime.pipeline import Pipeline, StepResult
 from car_runtime.timing import RateMeter, now_s
 from car_runtime.vision.frame import LatestFrameSlot
 from car_runtime.vision.sources import FrameSource
+
+if TYPE_CHECKING:
+    from car_runtime.config import RunConfig
+    from car_runtime.model.policy import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -297,3 +301,35 @@ def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0, stall_s: float 
         for s, handler in previous.items():
             signal.signal(s, handler)
     return result[0] if result else int(ExitCode.FAULT)
+
+
+# -- wiring shared by `car-runtime run` and the ROS node -------------------------------------------
+
+def open_actuator(cfg: "RunConfig") -> Actuator:
+    """Calibration (stock defaults with a warning if the file is missing) and the output, with
+    the deadline watchdog. The car is at neutral when this returns."""
+    from car_runtime.actuation.calibration import load_calibration
+    from car_runtime.actuation.output import open_output
+
+    calibration = load_calibration(cfg.calibration, missing="defaults")
+    return Actuator(
+        open_output(cfg.output, calibration), calibration, deadline_s=cfg.deadline_ms / 1e3
+    )
+
+
+def load_pipeline(
+    cfg: "RunConfig", model: str | None = None, *, max_speed_pct: float | None = None
+) -> tuple["LoadedModel", Pipeline]:
+    """Load ``model`` (default ``cfg.model``) and build the per-frame stages from ``cfg``."""
+    from car_runtime.model.policy import load_model
+
+    loaded = load_model(
+        model or cfg.model, device=cfg.device, precision=cfg.precision, threads=cfg.threads
+    )
+    pipeline = Pipeline(
+        loaded.policy,
+        preprocess=cfg.preprocess,
+        max_speed_pct=cfg.max_speed_pct if max_speed_pct is None else max_speed_pct,
+        sac_squash=cfg.sac_squash,
+    )
+    return loaded, pipeline

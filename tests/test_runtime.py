@@ -8,7 +8,6 @@ stall timeout), SIGTERM/SIGINT, and the end of the input.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -51,13 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from car_runtime.actuation.calibration import load_calibration
-    from car_runtime.actuation.output import Actuator, open_output
     from car_runtime.config import FIELD_NAMES, resolve
     from car_runtime.errors import ConfigError
-    from car_runtime.model.policy import load_model
-    from car_runtime.pipeline import Pipeline
-    from car_runtime.runtime import DriveLoop, drive_with_signals
+    from car_runtime.runtime import DriveLoop, drive_with_signals, load_pipeline, open_actuator
     from car_runtime.vision.sources import open_source
 
     cfg = resolve(args.config, {k: getattr(args, k, None) for k in FIELD_NAMES})
@@ -65,20 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no model given; pass --model PATH (or set model: in --config)")
     cv2.setNumThreads(1)  # OpenVINO owns the cores; OpenCV work here is tiny and single-frame
 
-    calibration = load_calibration(cfg.calibration, missing="defaults")
     # Outputs first: the car sits at neutral while the model loads and the camera opens.
-    with Actuator(
-        open_output(cfg.output, calibration), calibration, deadline_s=cfg.deadline_ms / 1e3
-    ) as actuator:
-        loaded = load_model(
-            cfg.model, device=cfg.device, precision=cfg.precision, threads=cfg.threads
-        )
-        pipeline = Pipeline(
-            loaded.policy,
-            preprocess=cfg.preprocess,
-            max_speed_pct=cfg.max_speed_pct,
-            sac_squash=cfg.sac_squash,
-        )
+    with open_actuator(cfg) as actuator:
+        loaded, pipeline = load_pipeline(cfg)
         print(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "

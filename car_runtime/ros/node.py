@@ -64,12 +64,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayout
 from std_srvs.srv import SetBool, Trigger
 
-from car_runtime.actuation.output import Actuator, DutyWrite
+from car_runtime.actuation.output import DutyWrite
 from car_runtime.control.safety import ExitCode, State
 from car_runtime.errors import CarRuntimeError, ConfigError, ModelError
-from car_runtime.pipeline import Pipeline, StepResult
+from car_runtime.pipeline import StepResult
 from car_runtime.ros.params import NODE_NAME, PARAMETERS, RosParam, live_change_refusal, run_config
-from car_runtime.runtime import DriveLoop, drive_with_signals
+from car_runtime.runtime import DriveLoop, drive_with_signals, load_pipeline, open_actuator
 from car_runtime.timing import now_s
 
 #: Order and meaning of the values in each ``~/decision`` message (also in its layout label).
@@ -229,16 +229,12 @@ class CarRuntimeNode(Node):
         """Calibration, outputs (neutral), model, camera, loop -- in that order, like ``run``."""
         import cv2
 
-        from car_runtime.actuation.calibration import load_calibration
-        from car_runtime.actuation.output import open_output
+
         from car_runtime.vision.sources import open_source
 
         cfg = self.config
         cv2.setNumThreads(1)  # OpenVINO owns the cores
-        calibration = load_calibration(cfg.calibration, missing="defaults")
-        self.actuator = Actuator(
-            open_output(cfg.output, calibration), calibration, deadline_s=cfg.deadline_ms / 1e3
-        )
+        self.actuator = open_actuator(cfg)
         try:
             pipeline, self.model_name, metadata, load_s = self._model_thread.submit(
                 self._load, cfg.model, cfg.max_speed_pct).result()
@@ -265,12 +261,9 @@ class CarRuntimeNode(Node):
     def _load(self, path: str, max_speed_pct: float):
         """Open and compile a model (on the model thread); returns (pipeline, name, metadata,
         seconds)."""
-        from car_runtime.model.policy import load_model
 
-        cfg = self.config
-        loaded = load_model(path, device=cfg.device, precision=cfg.precision, threads=cfg.threads)
-        pipeline = Pipeline(loaded.policy, preprocess=cfg.preprocess,
-                            max_speed_pct=max_speed_pct, sac_squash=cfg.sac_squash)
+
+        loaded, pipeline = load_pipeline(self.config, path, max_speed_pct=max_speed_pct)
         return pipeline, loaded.bundle.name, loaded.metadata, loaded.load_s
 
     @staticmethod
