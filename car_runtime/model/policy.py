@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,21 @@ def _ov_reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+_core_lock = threading.Lock()
+_core = None
+
+
+def shared_core():
+    """The process's one ``openvino.Core`` (creating it loads the plugins: ~0.1-0.2 s)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
+
+
 def compile_config(device: str, precision: str, hint: str, threads: int | None) -> dict:
     """OpenVINO compile properties for one latency-optimised request."""
     if precision not in PRECISIONS:
@@ -128,7 +144,7 @@ class Policy:
         self.device = device
         self.precision = precision
         t0 = time.perf_counter()
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(str(model_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
