@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -304,3 +305,37 @@ def test_run_talks_to_systemd(demo_model, few_frames, tmp_path):
     assert any("WATCHDOG=1" in m for m in messages)
     assert any(m.startswith("STATUS=") for m in messages)
     assert "STOPPING=1" in messages[-1]
+
+
+def test_camera_lost_is_neutral_and_exit_camera_lost(demo, footage_seq_dir, tmp_path):
+    """A real capture thread on a stream that stops for good: the watchdog sends neutral
+    within the deadline, the camera gives up, the loop exits 4 with neutral."""
+    import cv2
+
+    from car_runtime.vision.camera import Camera
+
+    path = tmp_path / "stream.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for p in sorted(footage_seq_dir.glob("*.jpg"))[:15]:
+        out.write(cv2.imread(str(p)))
+    out.release()
+    with Actuator(open_output("record:", CAL), CAL, deadline_s=0.1) as actuator, \
+            Camera(str(path), max_read_failures=2, lost_after_s=0.5,
+                   backoff_s=(0.01, 0.05)) as camera:
+        path.unlink()  # the open capture still reads it; reopening fails: the device is gone
+        loop = DriveLoop(camera, Pipeline(demo.policy), actuator, armed=True, max_frame_age_s=1.0)
+        guard = threading.Timer(60, loop.request_stop, args=(99, "test guard: camera never lost"))
+        guard.start()
+        try:
+            assert loop.run() == ExitCode.CAMERA_LOST, loop.exit_reason
+        finally:
+            guard.cancel()
+        assert "camera lost" in loop.exit_reason
+        writes = list(actuator.output.writes)
+    commands = [i for i, w in enumerate(writes) if w.context.get("frame_seq") is not None]
+    assert commands
+    after = writes[commands[-1] + 1]  # the stream stopped: the watchdog's neutral comes next
+    assert after.context.get("event") == "deadline"
+    assert (after.servo_ns, after.motor_ns) == (SERVO_MID, MOTOR_MID)
+    assert after.t_s - writes[commands[-1]].t_s >= 0.1 * 0.999
+    assert (writes[-1].servo_ns, writes[-1].motor_ns) == (SERVO_MID, MOTOR_MID)
