@@ -51,12 +51,12 @@ from car_runtime.model.metadata import DiscreteActionSpace
 from car_runtime.model.policy import LoadedModel
 from car_runtime.pipeline import Pipeline, StepResult
 from car_runtime.vision.frame import Frame
+from car_runtime.vision.sources import DEFAULT_FOLDER_FPS  # one folder rate for run and replay
 
 #: Keys of a log line, in order.
 LOG_KEYS = ("frame", "t", "action_index", "output", "steering_angle", "speed", "angle",
             "throttle", "servo_ns", "motor_ns")
 #: Rate assumed for an image folder when ``--fps`` is not given.
-DEFAULT_FOLDER_FPS = 15.0
 #: Replay shows the car at full scale unless told otherwise (the car's slider defaults to 50 %).
 DEFAULT_MAX_SPEED_PCT = 100.0
 #: ``--compare`` with a continuous model: commands differing by more than this count as different.

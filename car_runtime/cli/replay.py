@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preprocess", choices=("stock", "training", "fast"), default="stock",
                    help="stock (default, identical to the car) | training | fast")
     p.add_argument("--fps", type=float, metavar="F",
-                   help="frame rate of an image folder (default 15); overrides a video's/bag's")
+                   help="frame rate of an image folder (default 30, as for run); overrides a video's/bag's")
     p.add_argument("--start", type=_position, metavar="N|Ts",
                    help="first frame to replay: frame number or seconds (e.g. 30 or 2.5s)")
     p.add_argument("--end", type=_position, metavar="N|Ts",

@@ -31,10 +31,10 @@ def test_golden_demo_model_on_bundled_footage(tmp_path, capsys, demo_model, demo
     assert code == 0
     assert "calibration: stock defaults" in out
     assert "max speed 100 %" in out
-    assert "at 15 fps (default for a folder" in out
+    assert "at 30 fps (default for a folder" in out
     frames = [cv2.imread(str(p)) for p in seq_frames]
     want = expected_records(demo_policy, read_actions(demo_model), frames,
-                            [k / 15 for k in range(len(frames))])
+                            [k / 30 for k in range(len(frames))])
     got = read_log(log)
     assert len(got) == 100
     assert_log_equals(got, want)

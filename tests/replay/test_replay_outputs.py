@@ -38,7 +38,7 @@ def test_annotated_video_and_plot(tmp_path, capsys, demo_model, footage_seq_dir)
     frames, fps = _read_video(video)
     assert len(frames) == 40
     assert frames[0].shape == (FRAME_H, FRAME_W + PANEL_W, 3)
-    assert fps == pytest.approx(15)
+    assert fps == pytest.approx(30)  # the default folder rate
     # the camera frame fills the left part: it matches the upscaled source frame
     src = cv2.resize(cv2.imread(str(footage_seq_dir / "000010.jpg")), (FRAME_W, FRAME_H))
     region = (slice(160, 400), slice(0, 400))  # away from the inset, arrow and text
