@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import car_runtime_cmd
 
 from car_runtime import bench
 from car_runtime.errors import SourceError
@@ -28,17 +29,9 @@ TOP_KEYS = {"model", "device", "openvino", "load_s", "compile_s", "first_decisio
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli() -> list[str]:
-    script = Path(sys.executable).parent / "car-runtime"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("car-runtime")
-    return [found] if found else [sys.executable, "-m", "car_runtime.cli.main"]
-
-
 def run_bench(*args: object, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*cli(), "bench", *map(str, args)], capture_output=True, text=True, timeout=300,
+        [*car_runtime_cmd(), "bench", *map(str, args)], capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import car_runtime_cmd
 
 import modelgen
 from car_runtime.model.policy import load_model
@@ -21,17 +20,9 @@ ACTION_KEYS = {"index", "steering_angle", "speed", "angle", "throttle"}
 DECISION_KEYS = {"image", "output", "action_index", "steering_angle", "speed", "angle", "throttle"}
 
 
-def cli() -> list[str]:
-    script = Path(sys.executable).parent / "car-runtime"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("car-runtime")
-    return [found] if found else [sys.executable, "-m", "car_runtime.cli.main"]
-
-
 def inspect(*args: object, expect: int = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [*cli(), "inspect", *map(str, args)], capture_output=True, text=True, timeout=120,
+        [*car_runtime_cmd(), "inspect", *map(str, args)], capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == expect, proc.stderr

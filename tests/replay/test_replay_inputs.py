@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 
 import cv2
-import numpy as np
 import pytest
+from helpers import read_video
 from replay_expect import (
     assert_log_equals,
     expected_records,
@@ -21,18 +21,6 @@ from replay_expect import (
 N = 12  # frames per input: enough to see several decisions, cheap to run
 
 
-def _decode_all(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return frames
-
-
 @pytest.mark.parametrize("suffix,fourcc", [(".mp4", "mp4v"), (".avi", "MJPG")])
 def test_video_file(tmp_path, capsys, demo_model, demo_policy, seq_frames, suffix, fourcc):
     """320x240 video at 20 fps (so the stock resize is exercised). The codec is lossy: the
@@ -42,7 +30,7 @@ def test_video_file(tmp_path, capsys, demo_model, demo_policy, seq_frames, suffi
     for p in seq_frames[30 : 30 + N]:
         w.write(cv2.resize(cv2.imread(str(p)), (320, 240), interpolation=cv2.INTER_CUBIC))
     w.release()
-    decoded = _decode_all(video)
+    decoded, _ = read_video(video)
     assert len(decoded) == N and decoded[0].shape == (240, 320, 3)
 
     log = tmp_path / "r.jsonl"

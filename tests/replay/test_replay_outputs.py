@@ -5,26 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from helpers import read_video
 from replay_expect import read_log, run_cli
 
 from car_runtime.overlay import FRAME_H, FRAME_W, PANEL_W
 from car_runtime.replay import Position, frame_ranges
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _read_video(path):
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened()
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    cap.release()
-    return frames, fps
 
 
 def test_annotated_video_and_plot(tmp_path, capsys, demo_model, footage_seq_dir):
@@ -35,7 +22,7 @@ def test_annotated_video_and_plot(tmp_path, capsys, demo_model, footage_seq_dir)
     )
     assert code == 0
     assert f"wrote {log}, {video}, {plot}" in out
-    frames, fps = _read_video(video)
+    frames, fps = read_video(video)
     assert len(frames) == 40
     assert frames[0].shape == (FRAME_H, FRAME_W + PANEL_W, 3)
     assert fps == pytest.approx(30)  # the default folder rate
@@ -72,7 +59,7 @@ def test_compare_reports_where_decisions_differ(tmp_path, capsys, demo_model,
     assert f"differ on {len(differ)}/30 frames ({100 * len(differ) / 30:.1f} %" in line
     if differ:
         assert line.endswith(frame_ranges(differ))
-    frames, _ = _read_video(video)
+    frames, _ = read_video(video)
     assert len(frames) == 30 and frames[0].shape == (FRAME_H, FRAME_W + 2 * PANEL_W, 3)
 
 
@@ -96,7 +83,7 @@ def test_continuous_model_logs_null_action_and_raw_outputs(tmp_path, capsys, sli
     for rec in read_log(log):
         assert rec["action_index"] is None and len(rec["output"]) == 2
         assert -1.0 <= rec["angle"] <= 1.0
-    assert len(_read_video(video)[0]) == 5
+    assert len(read_video(video)[0]) == 5
 
 
 def test_frame_ranges_and_positions():
