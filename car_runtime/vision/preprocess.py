@@ -68,6 +68,8 @@ class Preprocessor:
             raise ConfigError(f"preprocess mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
         self.height, self.width, self.channels = height, width, channels
+        self._small = np.empty((height, width, 3), dtype=np.uint8)  # stock-mode scratch
+        self._grey = np.empty((height, width), dtype=np.uint8)
         self._luma = np.empty((height, width), dtype=np.float64)  # training-mode scratch
         self._term = np.empty((height, width), dtype=np.float64)
 
@@ -115,9 +117,13 @@ class Preprocessor:
         same = img.shape[0] == self.height and img.shape[1] == self.width
         if img.ndim == 3 and img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        if self.mode == "stock":
-            small = img if same else cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
-            return small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        if self.mode == "stock":  # into preallocated buffers: no allocation per frame
+            if img.ndim == 2:
+                return img if same else cv2.resize(img, size, dst=self._grey,
+                                                   interpolation=cv2.INTER_LINEAR)
+            small = img if same else cv2.resize(img, size, dst=self._small,
+                                                interpolation=cv2.INTER_LINEAR)
+            return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY, dst=self._grey)
         if self.mode == "training":
             small = img if same else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
             if small.ndim == 2:
