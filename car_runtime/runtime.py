@@ -115,6 +115,11 @@ class DriveLoop:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def stop_code(self) -> int:
+        """The exit code a requested stop will end with."""
+        return self._stop_code
+
     def _post(self, event: Event) -> None:
         with self._lock:
             self._events.append(event)
@@ -288,7 +293,7 @@ def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0, stall_s: float 
                 stop_seen = stop_seen or now_s()
                 if now_s() - stop_seen > grace_s:
                     log.error("drive loop did not stop within %.1f s: forcing neutral", grace_s)
-                    code = loop._stop_code
+                    code = loop.stop_code
             elif now_s() - loop.last_progress_s > stall_s:
                 log.error("drive loop stuck for %.1f s (hung stage): forcing neutral", stall_s)
                 code = int(ExitCode.WATCHDOG)
