@@ -28,7 +28,7 @@ import numpy as np
 from car_runtime.errors import SourceError
 from car_runtime.timing import now_s
 from car_runtime.vision.frame import Frame, Image
-from car_runtime.vision.sources import FALLBACK_VIDEO_FPS, FrameSource, content_key
+from car_runtime.vision.sources import FALLBACK_VIDEO_FPS, FrameSource, check_fps, content_key
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ class BagSource(FrameSource):
     ) -> None:
         self.path = Path(path)
         super().__init__(f"bag:{self.path}", paced=paced)
-        if fps is not None and fps <= 0:
-            raise SourceError(f"--fps must be > 0 (got {fps:g})")
+        check_fps(fps)
         self.stereo = stereo
         self._reader = self._open_reader()
         try:

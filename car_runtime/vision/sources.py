@@ -45,6 +45,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _JOIN_TIMEOUT_S = 5.0
 
 
+def check_fps(fps: float | None) -> None:
+    """Refuse a requested frame rate that is not positive (``None`` = the source's own)."""
+    if fps is not None and fps <= 0:
+        raise SourceError(f"--fps must be > 0 (got {fps:g})")
+
+
 class FrameSource(ABC):
     """Base class: lifecycle (start/stop/close, context manager), counters and ``health()``.
 
@@ -239,8 +245,7 @@ class VideoFileSource(_FileSource):
         self.frame_count = count if count > 0 else None
         self.height, self.width = first.shape[:2]
         native = native_fps if np.isfinite(native_fps) and 0 < native_fps < 1000 else None
-        if fps is not None and fps <= 0:
-            raise SourceError(f"--fps must be > 0 (got {fps:g})")
+        check_fps(fps)
         self.fps = fps or native
         if self.fps is None:
             log.warning("%s: the file does not say its frame rate; playing at %g fps (pass --fps)",
@@ -300,8 +305,7 @@ class ImageFolderSource(_FileSource):
         super().__init__(f"folder:{self.path}", paced=paced)
         if not self.path.is_dir():
             raise SourceError(f"image folder {self.path} does not exist; check the path")
-        if fps is not None and fps <= 0:
-            raise SourceError(f"--fps must be > 0 (got {fps:g})")
+        check_fps(fps)
         self.fps = fps or DEFAULT_FOLDER_FPS
         if stereo:
             left, right = self.path / "left", self.path / "right"
