@@ -37,6 +37,18 @@ class RunConfig:
     threads: int | None = None
     sac_squash: bool = False
     status_interval_s: float = 1.0  # live status line period (0 = off)
+    # the fail-safe guardian process (real outputs only)
+    guardian: bool = True
+    # the race-day web cockpit
+    web: str | None = None  # "[HOST:]PORT" to serve the cockpit; None = off
+    web_password_file: str = "/var/lib/car-runtime/web-password"
+    web_deadman_ms: float = 500.0  # armed only while the controlling page's heartbeats arrive; 0 = off
+    web_video_fps: float = 15.0  # live view rate cap
+    models_dir: str = "/opt/car-runtime/models"  # models the cockpit lists, uploads to, loads
+    # the flight recorder
+    record_dir: str | None = None  # record each driving session as a rosbag2 here; None = off
+    record_storage: str = "mcap"  # mcap | sqlite3
+    record_min_free_mb: float = 200.0  # stop recording (keep driving) below this much free space
 
     def validate(self) -> "RunConfig":
         from car_runtime.model.policy import PRECISIONS
@@ -58,6 +70,23 @@ class RunConfig:
         number("fps", 0.1, 1000, allow_none=True)
         number("threads", 1, 256, allow_none=True)
         number("status_interval_s", 0, 3600)
+        number("web_deadman_ms", 0, 60_000)
+        if 0 < self.web_deadman_ms < 50:
+            raise ConfigError(f"web_deadman_ms = {self.web_deadman_ms:g} is too short; use 50 or "
+                              "more (default 500), or 0 to turn the deadman off")
+        number("web_video_fps", 0, 60)
+        number("record_min_free_mb", 0, 1_000_000)
+        if self.record_storage not in ("mcap", "sqlite3"):
+            raise ConfigError(f"record_storage {self.record_storage!r} is not one of mcap, sqlite3")
+        for name in ("web", "record_dir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{name} must be a non-empty string, or left out to turn it off")
+        if self.web is not None:
+            parse_web_address(self.web)
+        for name in ("web_password_file", "models_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name} must be a non-empty string (a path)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.preprocess not in MODES:
@@ -65,8 +94,9 @@ class RunConfig:
         for name in ("camera", "output", "calibration", "device"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name} must be a non-empty string")
-        if not isinstance(self.arm, bool) or not isinstance(self.sac_squash, bool):
-            raise ConfigError("arm and sac_squash must be true or false")
+        for name in ("arm", "sac_squash", "guardian"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         from car_runtime.actuation.output import parse_output_spec
 
         parse_output_spec(self.output)
@@ -78,6 +108,25 @@ class RunConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+_FLOAT_FIELDS = tuple(f.name for f in fields(RunConfig) if str(f.type).startswith("float"))
+DEFAULT_WEB_HOST = "0.0.0.0"
+DEFAULT_WEB_PORT = 8080
+
+
+def parse_web_address(spec: str | int) -> tuple[str, int]:
+    """``"[HOST:]PORT"`` (or a bare port number) -> ``(host, port)``; host defaults to all
+    interfaces. ConfigError naming the fix otherwise."""
+    text = str(spec).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = DEFAULT_WEB_HOST
+    host = host.strip("[]") or DEFAULT_WEB_HOST
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"web address {text!r} is not [HOST:]PORT; e.g. web: {DEFAULT_WEB_PORT} or "
+            f"web: 127.0.0.1:{DEFAULT_WEB_PORT}"
+        )
+    return host, int(port_text)
 
 
 def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -89,11 +138,10 @@ def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> Ru
         )
     merged = dataclasses.asdict(base or RunConfig())
     merged.update({k: v for k, v in values.items()})
-    for key in ("fps", "max_speed_pct", "deadline_ms", "max_frame_age_ms", "stall_timeout_ms",
-                "status_interval_s"):
+    for key in _FLOAT_FIELDS:
         if isinstance(merged[key], int) and not isinstance(merged[key], bool):
             merged[key] = float(merged[key])
-    for key in ("camera",):
+    for key in ("camera", "web"):
         if isinstance(merged[key], int) and not isinstance(merged[key], bool):
             merged[key] = str(merged[key])
     return RunConfig(**merged).validate()

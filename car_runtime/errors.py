@@ -35,3 +35,7 @@ class HardwareError(CarRuntimeError):
 
 class SourceError(CarRuntimeError):
     """A frame source (camera, video, image folder, bag) cannot be opened or read."""
+
+
+class BusyError(CarRuntimeError):
+    """The request cannot be served now (e.g. a model is loading); try again when it is done."""

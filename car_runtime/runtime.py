@@ -1,10 +1,17 @@
 """The drive loop: newest frame -> preprocess -> infer -> decide -> safety gate -> duty write.
 
 One thread runs the hot loop (it owns the pipeline); control calls (arm, disarm, stop, max
-speed, model swap) may come from any thread (signal handlers, ROS services) and are applied at
-the top of the next iteration. The actuation layer's watchdog sends neutral by itself when no
-fresh command arrives within the deadline, whatever the loop is doing (camera stall, hung
-inference). Every way out of :meth:`DriveLoop.run` writes neutral.
+speed, model swap, deadman heartbeats) may come from any thread (signal handlers, ROS services,
+the web cockpit) and are applied at the top of the next iteration. The actuation layer's
+watchdog sends neutral by itself when no fresh command arrives within the deadline, whatever
+the loop is doing (camera stall, hung inference). Every way out of :meth:`DriveLoop.run` writes
+neutral.
+
+Adapters (ROS node, web cockpit, flight recorder) see the loop only through these control
+methods and the step hooks (:meth:`DriveLoop.add_step_hook`), which run in the loop thread after
+every write and must return at once (copy a reference, ``put_nowait``, never block or wait for a
+lock another thread holds across I/O). A hook that raises is logged and removed: an adapter
+failing never stops the car.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 from car_runtime import sdnotify
 from car_runtime.actuation.output import Actuator, DutyWrite
-from car_runtime.control.safety import Event, ExitCode, State, step
+from car_runtime.control.safety import Event, ExitCode, State, deadline_expired, step
 from car_runtime.pipeline import Pipeline, StepResult
 from car_runtime.timing import RateMeter, now_s
 from car_runtime.vision.frame import LatestFrameSlot
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Called from the loop thread after every write: (step result or None, the write, state).
+#: ``result`` is None for writes that are not a decision (events: start, arm, stale_frame...).
+#: ``result.output`` is a view into the inference buffer: copy it to keep it past the call.
 StepHook = Callable[["StepResult | None", DutyWrite, State], None]
 
 
@@ -67,7 +76,8 @@ class DriveLoop:
         self.max_frame_age_s = max_frame_age_s
         self.frame_wait_s = frame_wait_s
         self.status_interval_s = status_interval_s
-        self.on_step = on_step
+        self._hooks: list[StepHook] = [on_step] if on_step is not None else []
+        self.hook_errors = 0
         self.slot = slot or LatestFrameSlot()
         self.last_progress_s = now_s()  # updated every iteration; a stuck stage stops it
         self.state = State.DISARMED
@@ -82,6 +92,9 @@ class DriveLoop:
         self._stop_code = int(ExitCode.OK)
         self._stop_reason = ""
         self._watchdog_s = sdnotify.watchdog_interval_s()
+        self._deadman_s: float | None = None  # None = no deadman
+        self._last_heartbeat_s = -float("inf")
+        self.deadman_trips = 0
 
     # -- control, from any thread ---------------------------------------------------------------
     def arm(self) -> None:
@@ -100,6 +113,39 @@ class DriveLoop:
     def set_max_speed_pct(self, pct: float) -> None:
         self.pipeline.mapper.max_speed_pct = pct  # validated by the mapper; a float store
 
+    @property
+    def max_speed_pct(self) -> float:
+        return self.pipeline.mapper.max_speed_pct
+
+    def set_deadman(self, timeout_s: float | None) -> None:
+        """Require heartbeats to stay armed: with ``timeout_s``, the loop disarms (event
+        ``link_lost``, neutral) when no :meth:`heartbeat` arrived for ``timeout_s``, and an arm
+        request without a fresh heartbeat is ignored. ``None`` turns the deadman off."""
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"deadman timeout must be > 0 s, got {timeout_s!r}")
+        self._deadman_s = timeout_s
+
+    @property
+    def deadman_s(self) -> float | None:
+        return self._deadman_s
+
+    def heartbeat(self) -> None:
+        """The controlling client is alive (any thread; a float store, never blocks)."""
+        self._last_heartbeat_s = now_s()
+
+    def heartbeat_age_s(self) -> float:
+        return now_s() - self._last_heartbeat_s
+
+    def add_step_hook(self, hook: StepHook) -> None:
+        """Call ``hook(result, write, state)`` in the loop thread after every write.
+
+        The hook must return at once and never block (see the module docstring). Add hooks
+        before :meth:`run` starts; one that raises is logged and removed."""
+        self._hooks = [*self._hooks, hook]
+
+    def remove_step_hook(self, hook: StepHook) -> None:
+        self._hooks = [h for h in self._hooks if h is not hook]
+
     def swap_pipeline(self, pipeline: Pipeline) -> None:
         """Use ``pipeline`` (a newly loaded model) from the next frame on."""
         with self._lock:
@@ -110,6 +156,12 @@ class DriveLoop:
         if not self._stop.is_set():
             self._stop_code, self._stop_reason = int(code), reason
             self._stop.set()
+
+    @property
+    def arm_pending(self) -> bool:
+        """True if an arm request waits for the next iteration."""
+        with self._lock:
+            return Event.ARM in self._events
 
     @property
     def stopping(self) -> bool:
@@ -133,11 +185,26 @@ class DriveLoop:
             pending.mapper.max_speed_pct = self.pipeline.mapper.max_speed_pct
             self.pipeline = pending
         for event in events:
-            before = self.state
-            self.state = step(self.state, event).state
-            if self.state is not before:
-                log.info("state %s -> %s (%s)", before.value, self.state.value, event.name)
-                self._neutral(None, event=event.name.lower())
+            if event is Event.ARM and self._deadman_lost():
+                log.warning("arm refused: no heartbeat from the controlling client for %.0f ms",
+                            self.heartbeat_age_s() * 1e3)
+                continue
+            self._apply(event)
+        if self.state is State.ARMED and self._deadman_lost():
+            self.deadman_trips += 1
+            log.warning("deadman: no heartbeat for %.0f ms, disarming", self.heartbeat_age_s() * 1e3)
+            self._apply(Event.LINK_LOST)
+
+    def _deadman_lost(self) -> bool:
+        return self._deadman_s is not None and deadline_expired(
+            now_s(), self._last_heartbeat_s, self._deadman_s)
+
+    def _apply(self, event: Event) -> None:
+        before = self.state
+        self.state = step(self.state, event).state
+        if self.state is not before:
+            log.info("state %s -> %s (%s)", before.value, self.state.value, event.name)
+            self._neutral(None, event=event.value)
 
     def _neutral(self, result: StepResult | None, **context: object) -> DutyWrite:
         frame = result.frame if result is not None else None
@@ -147,9 +214,17 @@ class DriveLoop:
             state=self.state.value,
             **context,
         )
-        if self.on_step is not None:
-            self.on_step(result, w, self.state)
+        self._call_hooks(result, w)
         return w
+
+    def _call_hooks(self, result: StepResult | None, w: DutyWrite) -> None:
+        for hook in self._hooks:
+            try:
+                hook(result, w, self.state)
+            except Exception:  # an adapter failing never stops the car
+                self.hook_errors += 1
+                log.exception("step hook %r failed; removed (the car keeps driving)", hook)
+                self.remove_step_hook(hook)
 
     def run(self) -> int:
         """Drive until done; return the exit code (see :class:`ExitCode`)."""
@@ -231,8 +306,7 @@ class DriveLoop:
             w = self.actuator.neutral(**context)
         timer.lap("actuate")
         timer.end()
-        if self.on_step is not None:
-            self.on_step(result, w, self.state)
+        self._call_hooks(result, w)
 
     def status(self) -> dict:
         """A snapshot for status lines, ROS diagnostics and sd_notify STATUS."""
@@ -246,6 +320,9 @@ class DriveLoop:
             "deadline_misses": self.actuator.deadline_misses,
             "clamped": self.actuator.clamped,
             "nonfinite": self.pipeline.mapper.nonfinite,
+            "deadman_ms": None if self._deadman_s is None else round(self._deadman_s * 1e3, 1),
+            "deadman_trips": self.deadman_trips,
+            "hook_errors": self.hook_errors,
             "stages": self.pipeline.timer.summary(),
         }
 
@@ -323,13 +400,21 @@ def open_actuator(cfg: "RunConfig") -> Actuator:
 
 
 def load_pipeline(
-    cfg: "RunConfig", model: str | None = None, *, max_speed_pct: float | None = None
+    cfg: "RunConfig",
+    model: str | None = None,
+    *,
+    max_speed_pct: float | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> tuple["LoadedModel", Pipeline]:
-    """Load ``model`` (default ``cfg.model``) and build the per-frame stages from ``cfg``."""
+    """Load ``model`` (default ``cfg.model``) and build the per-frame stages from ``cfg``.
+
+    Long-running processes load through :class:`car_runtime.controls.ModelLoader` (one
+    signal-safe thread); ``on_phase`` reports progress (see ``load_model``)."""
     from car_runtime.model.policy import load_model
 
     loaded = load_model(
-        model or cfg.model, device=cfg.device, precision=cfg.precision, threads=cfg.threads
+        model or cfg.model, device=cfg.device, precision=cfg.precision, threads=cfg.threads,
+        on_phase=on_phase,
     )
     pipeline = Pipeline(
         loaded.policy,

@@ -49,11 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     import cv2
 
     from car_runtime.config import FIELD_NAMES, resolve
+    from car_runtime.controls import DriveControls, ModelInfo, ModelLoader
     from car_runtime.errors import ConfigError
-    from car_runtime.runtime import DriveLoop, drive_with_signals, load_pipeline, open_actuator
+    from car_runtime.runtime import DriveLoop, drive_with_signals, open_actuator
     from car_runtime.vision.sources import open_source
 
     cfg = resolve(args.config, {k: getattr(args, k, None) for k in FIELD_NAMES})
@@ -62,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     cv2.setNumThreads(1)  # OpenVINO owns the cores; OpenCV work here is tiny and single-frame
 
     # Outputs first: the car sits at neutral while the model loads and the camera opens.
-    with open_actuator(cfg) as actuator:
-        loaded, pipeline = load_pipeline(cfg)
+    with open_actuator(cfg) as actuator, ModelLoader(cfg) as loader:
+        loaded, pipeline = loader.load(cfg.model)
         print(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
@@ -80,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
                 max_frame_age_s=cfg.max_frame_age_ms / 1e3,
                 status_interval_s=cfg.status_interval_s,
             )
-            code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
+            controls = DriveControls(loop, loader, ModelInfo.of(loaded, cfg.model))
+            del loaded, pipeline  # the loop owns the pipeline now (a swap frees it there)
+            with contextlib.ExitStack() as adapters:
+                # Adapters (flight recorder, web cockpit) attach here, through `controls` only.
+                _ = adapters
+                code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
         s = loop.status()
         total = s["stages"].get("total", {})
         print(

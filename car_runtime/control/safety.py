@@ -20,6 +20,8 @@ Rules (the full table is :data:`TRANSITIONS`):
   ``STOP`` or ``END`` leave it, always to ``DISARMED``. ``ARM`` in ``FAULT`` is refused.
 - ``STOP`` (a signal, a stop request) and ``END`` (end of input) always go to ``DISARMED``.
 - ``RESET`` means "back to the power-on state": ``DISARMED`` from every state.
+- ``LINK_LOST`` (the controlling client's heartbeats stopped: the deadman) disarms an armed car;
+  a latched ``FAULT`` stays latched.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Event(enum.Enum):
     ERROR = "error"  # an exception in a stage (decode, infer, decide, write)
     RESET = "reset"  # clear a fault (back to disarmed)
     END = "end"  # end of input (file source finished)
+    LINK_LOST = "link_lost"  # the deadman: the controlling client's heartbeats stopped
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_D, Event.ERROR): _F,
     (_D, Event.RESET): _D,
     (_D, Event.END): _D,
+    (_D, Event.LINK_LOST): _D,
     # ARMED: decisions drive; stale frames / missed deadlines write neutral but stay armed.
     (_A, Event.ARM): _A,
     (_A, Event.DISARM): _D,
@@ -81,6 +85,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_A, Event.ERROR): _F,
     (_A, Event.RESET): _D,
     (_A, Event.END): _D,
+    (_A, Event.LINK_LOST): _D,
     # FAULT: latched; ARM is refused; only RESET/DISARM/STOP/END leave (to DISARMED).
     (_F, Event.ARM): _F,
     (_F, Event.DISARM): _D,
@@ -91,6 +96,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_F, Event.ERROR): _F,
     (_F, Event.RESET): _D,
     (_F, Event.END): _D,
+    (_F, Event.LINK_LOST): _F,
 }
 
 

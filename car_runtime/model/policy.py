@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -296,11 +297,19 @@ def load_model(
     precision: str = "f32",
     hint: str = "latency",
     threads: int | None = None,
+    on_phase: "Callable[[str], None] | None" = None,
 ) -> LoadedModel:
     """Open any model form (see :func:`open_model`) and compile it; the temp folder of an
-    archive is removed as soon as OpenVINO holds the weights."""
+    archive is removed as soon as OpenVINO holds the weights.
+
+    ``on_phase`` (optional) is called with ``"opening"`` (extract, check metadata) and
+    ``"compiling"`` (OpenVINO read + compile) as each begins, for progress displays."""
     t0 = time.perf_counter()
+    if on_phase is not None:
+        on_phase("opening")
     bundle = open_model(path)
+    if on_phase is not None:
+        on_phase("compiling")
     try:
         policy = Policy(
             bundle.model_path, bundle.metadata, device=device, precision=precision, hint=hint,

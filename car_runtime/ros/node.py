@@ -27,7 +27,10 @@ Threads:
   callback while the new model compiles (seconds on the car), and ``~/stop`` and ``~/status``
   must keep answering meanwhile. If the executor dies, the loop is stopped: the car never
   drives without its ROS controls;
-- models are compiled on a dedicated model thread (see :func:`_block_async_signals`).
+- models are compiled on the :class:`~car_runtime.controls.ModelLoader` thread, which never
+  receives asynchronous signals; enable/stop/model swaps go through
+  :class:`~car_runtime.controls.DriveControls`, the control surface ``run`` and the web cockpit
+  use too.
 
 Every way out (signal, end of input, fault) ends the loop, which writes neutral on its way out;
 the actuator is then closed (neutral again).
@@ -36,11 +39,8 @@ the actuator is then closed (neutral again).
 from __future__ import annotations
 
 import math
-import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,10 +66,11 @@ from std_srvs.srv import SetBool, Trigger
 
 from car_runtime.actuation.output import DutyWrite
 from car_runtime.control.safety import ExitCode, State
-from car_runtime.errors import CarRuntimeError, ConfigError, ModelError
+from car_runtime.controls import STATE_WAIT_S, DriveControls, ModelInfo, ModelLoader
+from car_runtime.errors import CarRuntimeError, ConfigError
 from car_runtime.pipeline import StepResult
 from car_runtime.ros.params import NODE_NAME, PARAMETERS, RosParam, live_change_refusal, run_config
-from car_runtime.runtime import DriveLoop, drive_with_signals, load_pipeline, open_actuator
+from car_runtime.runtime import DriveLoop, drive_with_signals, open_actuator
 from car_runtime.timing import now_s
 
 #: Order and meaning of the values in each ``~/decision`` message (also in its layout label).
@@ -105,25 +106,7 @@ LATEST_QOS = QoSProfile(
 
 RCLError = _rclpy.RCLError
 
-STATE_WAIT_S = 1.0  # how long enable/stop wait to see the loop apply the request
 STOP_GRACE_S = 2.0  # how long shutdown waits for the loop before cutting it off
-
-#: Signals that fault handling needs; every other signal is blocked on the model thread.
-_SYNCHRONOUS_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
-                        signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT}
-
-
-def _block_async_signals() -> None:
-    """Model-thread initializer: never let the kernel deliver SIGINT/SIGTERM/... here.
-
-    OpenVINO's CPU plugin (``SigAltStackSetup``, for AMX) installs a ``sigaltstack`` on the
-    thread that first compiles with a new ``ov.Core`` and unmaps it when that core is destroyed
-    -- from whichever thread drops it, without restoring the first thread's stack. Python's
-    handlers use ``SA_ONSTACK``, so the next SIGINT delivered to the compiling thread crashes
-    the process (SIGSEGV, si_code SI_KERNEL). A swapped-out model is dropped on the drive-loop
-    thread, so we compile on this thread, which never receives asynchronous signals.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.valid_signals()) - _SYNCHRONOUS_SIGNALS)
 
 
 def _descriptor(p: RosParam) -> ParameterDescriptor:
@@ -173,18 +156,13 @@ class CarRuntimeNode(Node):
         self._pending_decision: tuple | None = None
         self._pending_image: tuple[np.ndarray, float, int] | None = None
         self._last_image_s = -math.inf
-        self._load_lock = threading.Lock()
-        self._loading: str | None = None  # name of the model being loaded
-        self._want_armed = self.config.arm
         self._last_counts = (0, 0, 0)  # frames, stale, deadline misses at the last status
         self._closed = False
-        # every model is compiled here (see _block_async_signals); one at a time
-        self._model_thread = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="model-loader", initializer=_block_async_signals)
+        self.loader = ModelLoader(self.config)  # every model is compiled there, one at a time
         try:
             self._open_stack()
         except BaseException:
-            self._model_thread.shutdown()
+            self.loader.close()
             raise
         self._decision_layout = MultiArrayLayout(
             dim=[MultiArrayDimension(label=",".join(DECISION_FIELDS), size=len(DECISION_FIELDS),
@@ -236,8 +214,8 @@ class CarRuntimeNode(Node):
         cv2.setNumThreads(1)  # OpenVINO owns the cores
         self.actuator = open_actuator(cfg)
         try:
-            pipeline, self.model_name, metadata, load_s = self._model_thread.submit(
-                self._load, cfg.model, cfg.max_speed_pct).result()
+            loaded, pipeline = self.loader.load(cfg.model)
+            metadata, load_s = loaded.metadata, loaded.load_s
             self.source = open_source(cfg.camera, fps=cfg.fps, stereo=metadata.is_stereo)
         except BaseException:
             self.actuator.close()
@@ -251,6 +229,7 @@ class CarRuntimeNode(Node):
             status_interval_s=0.0,  # ~/status replaces the log lines
             on_step=self._on_step,
         )
+        self.controls = DriveControls(self.loop, self.loader, ModelInfo.of(loaded, cfg.model))
         self.get_logger().info(
             f"model {self.model_name}: {metadata.action_space_type}, "
             f"{metadata.action_space.size} outputs, ready in {load_s:.2f} s; camera {cfg.camera}, "
@@ -258,13 +237,9 @@ class CarRuntimeNode(Node):
             f"{cfg.max_speed_pct:g} %, deadline {cfg.deadline_ms:g} ms"
         )
 
-    def _load(self, path: str, max_speed_pct: float):
-        """Open and compile a model (on the model thread); returns (pipeline, name, metadata,
-        seconds)."""
-
-
-        loaded, pipeline = load_pipeline(self.config, path, max_speed_pct=max_speed_pct)
-        return pipeline, loaded.bundle.name, loaded.metadata, loaded.load_s
+    @property
+    def model_name(self) -> str:
+        return self.controls.model.name if hasattr(self, "controls") else "?"
 
     @staticmethod
     def _period(hz: float) -> float:
@@ -290,7 +265,7 @@ class CarRuntimeNode(Node):
             self.source.close()
         finally:
             self.actuator.close()
-            self._model_thread.shutdown()
+            self.loader.close()
         s = self.loop.status()
         self.get_logger().info(
             f"{self.loop.exit_reason or 'closed'}: {s['frames']} frames, "
@@ -351,7 +326,7 @@ class CarRuntimeNode(Node):
 
     def _publish_status(self) -> None:
         s = self.loop.status()
-        loading = self._loading
+        loading = self.controls.loading.name if self.controls.loading is not None else None
         counts = (s["frames"], s["stale"], s["deadline_misses"])
         new_frames, new_stale, new_misses = (a - b for a, b in zip(counts, self._last_counts))
         self._last_counts = counts
@@ -399,36 +374,15 @@ class CarRuntimeNode(Node):
         self._status_pub.publish(msg)
 
     # -- services --------------------------------------------------------------------------------
-    def _await_state(self, target: State) -> bool:
-        deadline_s = now_s() + STATE_WAIT_S
-        while self.loop.state is not target and self.driving and now_s() < deadline_s:
-            time.sleep(0.01)
-        return self.loop.state is target
-
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        with self._load_lock:
-            self._want_armed = bool(request.data)
-            loading = self._loading
-            if not request.data:
-                self.loop.disarm()
-            elif loading is None:
-                self.loop.arm()
-        if request.data and loading is not None:
-            response.success, response.message = True, f"loading {loading}: arms when it is ready"
-            return response
-        target = State.ARMED if request.data else State.DISARMED
-        response.success = self._await_state(target)
-        response.message = (target.value if response.success
-                            else f"not {target.value}: state is {self.loop.state.value}")
+        if request.data:
+            response.success, response.message = self.controls.arm(wait_s=STATE_WAIT_S)
+        else:
+            response.success, response.message = self.controls.disarm(wait_s=STATE_WAIT_S)
         return response
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._load_lock:
-            self._want_armed = False
-            self.loop.stop_driving()
-        response.success = self._await_state(State.DISARMED)
-        response.message = ("neutral, disarmed" if response.success
-                            else f"stop requested; state is {self.loop.state.value}")
+        response.success, response.message = self.controls.stop(wait_s=STATE_WAIT_S)
         return response
 
     # -- parameters ------------------------------------------------------------------------------
@@ -457,44 +411,17 @@ class CarRuntimeNode(Node):
         return SetParametersResult(successful=True)
 
     def _swap_model(self, path: str) -> str | None:
-        """Load ``path`` while the car waits at neutral; None on success, else the reason.
+        """Load ``path`` while the car waits at neutral (see
+        :meth:`DriveControls.load_model`); None on success, else the reason.
 
-        Like the stock ctrl_pkg: disarm (neutral), load, then restore the armed state the user
-        wants -- also when the load fails and the old model stays. An enable/stop call during the
-        load changes what is restored (stop or enable false: stays disarmed).
         The parameter callback (an executor thread) waits while the model thread compiles; the
         drive loop keeps running at neutral and the other callback groups keep answering.
         """
-        name = Path(path).name
-        with self._load_lock:
-            self._loading = name
-            self.loop.disarm()
-        self.get_logger().info(f"loading model {name} (neutral while loading)")
-        reason = None
         try:
-            pipeline, model_name, metadata, load_s = self._model_thread.submit(
-                self._load, path, self.loop.pipeline.mapper.max_speed_pct).result()
-            if pipeline.policy.channels != self.loop.pipeline.policy.channels:
-                raise ModelError(
-                    f"{name} needs {pipeline.policy.channels} camera(s) but the node runs with "
-                    f"{self.loop.pipeline.policy.channels}; restart the node with this model"
-                )
+            self.controls.load_model(path)
         except CarRuntimeError as exc:
-            reason = str(exc)
-        except Exception as exc:  # an OpenVINO/OpenCV surprise: refuse, keep driving the old one
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            self.loop.swap_pipeline(pipeline)
-            self.model_name = model_name
-            self.get_logger().info(f"model {model_name} ready in {load_s:.2f} s")
-        finally:
-            with self._load_lock:
-                self._loading = None
-                if self._want_armed:
-                    self.loop.arm()
-        if reason is not None:
-            self.get_logger().error(f"model {name} refused, keeping {self.model_name}: {reason}")
-        return reason
+            return str(exc)
+        return None
 
 
 def _spin(executor: MultiThreadedExecutor, loop: DriveLoop) -> None:

@@ -77,6 +77,12 @@ PARAMETERS: tuple[RosParam, ...] = (
              "applies live", live=True, range=(0.0, 30.0)),
 )
 
+#: RunConfig fields the node does not serve (``car-runtime run`` only): the web cockpit.
+NOT_PARAMETERS: frozenset[str] = frozenset({
+    "web", "web_password_file", "web_deadman_ms", "web_video_fps", "models_dir",
+    "guardian", "record_dir", "record_storage", "record_min_free_mb",
+})
+
 BY_NAME: dict[str, RosParam] = {p.name: p for p in PARAMETERS}
 NAMES: tuple[str, ...] = tuple(p.name for p in PARAMETERS)
 

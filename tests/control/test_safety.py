@@ -31,6 +31,7 @@ EXPECTED = {
     ("disarmed", "error"): (F, False),
     ("disarmed", "reset"): (D, False),
     ("disarmed", "end"): (D, False),
+    ("disarmed", "link_lost"): (D, False),
     ("armed", "arm"): (A, False),
     ("armed", "disarm"): (D, False),
     ("armed", "stop"): (D, False),
@@ -40,6 +41,7 @@ EXPECTED = {
     ("armed", "error"): (F, False),
     ("armed", "reset"): (D, False),
     ("armed", "end"): (D, False),
+    ("armed", "link_lost"): (D, False),
     ("fault", "arm"): (F, False),
     ("fault", "disarm"): (D, False),
     ("fault", "stop"): (D, False),
@@ -49,11 +51,12 @@ EXPECTED = {
     ("fault", "error"): (F, False),
     ("fault", "reset"): (D, False),
     ("fault", "end"): (D, False),
+    ("fault", "link_lost"): (F, False),
 }
 
 
 def test_expected_table_covers_every_state_and_event():
-    assert len(State) == 3 and len(Event) == 9
+    assert len(State) == 3 and len(Event) == 10
     assert set(EXPECTED) == {(s.value, e.value) for s in State for e in Event}
 
 

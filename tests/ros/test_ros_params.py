@@ -19,7 +19,8 @@ def test_defaults_equal_the_cli_defaults():
 
 def test_every_config_field_but_none_is_a_parameter():
     mapped = {p.field for p in params.PARAMETERS if p.field}
-    assert mapped == {f.name for f in dataclasses.fields(RunConfig)}
+    assert not mapped & params.NOT_PARAMETERS
+    assert mapped | params.NOT_PARAMETERS == {f.name for f in dataclasses.fields(RunConfig)}
 
 
 def test_zero_means_not_set_and_names_map():
