@@ -528,7 +528,7 @@ def resolve_calibration(path: str | None) -> tuple[Calibration, str]:
 
 def open_input(opts: ReplayOptions, *, stereo: bool = False) -> Any:
     """Open INPUT as an unpaced frame source; errors name the problem and the fix."""
-    from car_runtime.vision.sources import IMAGE_SUFFIXES, open_source
+    from car_runtime.vision.sources import IMAGE_SUFFIXES, is_rosbag_folder, open_source
 
     path = Path(opts.input).expanduser()
     if not path.exists():
@@ -536,7 +536,7 @@ def open_input(opts: ReplayOptions, *, stereo: bool = False) -> Any:
             f"input {opts.input} does not exist; give a video file, a folder of images or a "
             "rosbag2 folder"
         )
-    is_bag = path.is_dir() and (path / "metadata.yaml").is_file()
+    is_bag = path.is_dir() and is_rosbag_folder(path)
     if path.is_dir() and not is_bag:
         if not stereo and not any(
             p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir()
@@ -620,6 +620,9 @@ def _header(opts: ReplayOptions, models: list[LoadedModel], paths: list[CarPath]
         note = " (default for a folder; set --fps)"
     count = f"{source.frame_count} frames" if source.frame_count else "frames"
     lines.append(f"input {source.description}: {count} at {source_fps:.4g} fps{note}")
+    damage = getattr(source, "damage", None)
+    if damage is not None:
+        lines.append(damage.describe())
     pct_note = ""
     if opts.max_speed_pct == DEFAULT_MAX_SPEED_PCT:
         pct_note = " (replay default; the car's slider starts at 50 %)"
