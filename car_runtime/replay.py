@@ -757,7 +757,11 @@ def _check_decision(verify: VerifyResult, recorded: Any, path: "CarPath", rec: F
         if np.isfinite(diff).all():
             verify.max_output_diff = max(verify.max_output_diff, float(diff.max()))
     same = decisions_match(recorded, d.action_index, d.angle, d.throttle, tol)
-    drove = recorded.state == "armed" and not recorded.event and recorded.decision_valid
+    # the write carried the decision (not neutral for a frame that aged, not clamped): its
+    # pulses must be what the recorded calibration makes of the decision
+    drove = (recorded.state == "armed" and not recorded.event and recorded.decision_valid
+             and recorded.angle == recorded.decision_angle
+             and recorded.throttle == recorded.decision_throttle)
     pulses_same = not drove or (int(recorded.servo_ns), int(recorded.motor_ns)) == (
         rec.servo_ns, rec.motor_ns)
     if same and pulses_same:

