@@ -57,6 +57,7 @@ FLUSH_S = 1.0
 FSYNC_S = 5.0
 FREE_CHECK_S = 1.0
 JPEG_QUALITY = 90  # only for sources that deliver pixels (video files)
+WRITER_NICE = 10  # the writer thread yields the CPU to the drive loop and inference
 
 _END = object()
 
@@ -228,6 +229,10 @@ class FlightRecorder:
 
     # -- the writer thread ------------------------------------------------------------------------
     def _run(self) -> None:
+        try:  # Linux: a thread's nice value is its own; the loop and inference come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        except (OSError, AttributeError):
+            pass
         settings.model_sha256(self._model.path)  # warm the cache before the first session
         tick_s = min(self.flush_s, FREE_CHECK_S) / 2
         while True:
