@@ -188,24 +188,37 @@ class OverlayRenderer:
         frame_no: int,
         t_s: float,
         differ: bool = False,
+        heat: np.ndarray | None = None,
+        differ_text: str | None = None,
     ) -> np.ndarray:
-        """Compose the canvas for one frame (see the module docstring)."""
+        """Compose the canvas for one frame (see the module docstring). ``heat``: a saliency
+        map over the model input, blended onto the frame and the inset as a JET heat map."""
         c = self._canvas
         view = c[:, :FRAME_W]
         fit_frame(image, view)
+        heat_rgb = None
+        if heat is not None:
+            from car_runtime.saliency import colorize
+
+            view[:] = cv2.addWeighted(view, 0.55, colorize(heat, (FRAME_W, FRAME_H)), 0.45, 0.0)
+            heat_rgb = colorize(heat, (INSET_W, INSET_H))
         # model input inset, top right, with a border
         ix0, iy0 = FRAME_W - INSET_W - 10, 10
         grey = model_input if model_input.shape == (INSET_H, INSET_W) else cv2.resize(
             model_input, (INSET_W, INSET_H), interpolation=cv2.INTER_NEAREST)
         cv2.rectangle(view, (ix0 - 2, iy0 - 2), (ix0 + INSET_W + 1, iy0 + INSET_H + 1), _FG, 2)
         view[iy0 : iy0 + INSET_H, ix0 : ix0 + INSET_W] = grey[:, :, None]
-        _boxed_text(view, "model input", (ix0, iy0 + INSET_H + 20), 0.5)
+        if heat_rgb is not None:
+            inset = view[iy0 : iy0 + INSET_H, ix0 : ix0 + INSET_W]
+            inset[:] = cv2.addWeighted(inset, 0.5, heat_rgb, 0.5, 0.0)
+        _boxed_text(view, "model input" + (" + saliency" if heat_rgb is not None else ""),
+                    (ix0, iy0 + INSET_H + 20), 0.5)
         # steering arrows from the bottom centre, one per model
         for spec, st in zip(self.specs, states):
             self._arrow(view, spec, st)
         _boxed_text(view, f"frame {frame_no}  t {t_s:.2f} s", (12, FRAME_H - 14), 0.7, _FG, 2)
         if differ:
-            _boxed_text(view, "MODELS DIFFER", (12, 32), 0.8, (80, 80, 255), 2)
+            _boxed_text(view, differ_text or "MODELS DIFFER", (12, 32), 0.8, (80, 80, 255), 2)
         for k, (spec, st) in enumerate(zip(self.specs, states)):
             x = FRAME_W + k * PANEL_W
             panel = c[:, x : x + PANEL_W]

@@ -225,6 +225,8 @@ class ReplaySummary:
     differ: list[int] | None = None  # frame numbers where the two models differ (--compare)
     stages: dict = field(default_factory=dict)
     frame_numbers: list[int] = field(default_factory=list)
+    verify: "VerifyResult | None" = None
+    saliency: str = ""  # its measured cost per frame
 
     @property
     def first_frame(self) -> int | None:
@@ -313,6 +315,10 @@ def format_summary(s: ReplaySummary, *, compare_tol: float | None = None) -> str
             f"per frame (first model): total p50 {total['p50_ms']:.2f} ms, infer p50 "
             f"{infer['p50_ms']:.2f} ms"
         )
+    if s.saliency:
+        lines.append(s.saliency)
+    if s.verify is not None:
+        lines.extend(s.verify.lines())
     return "\n".join(lines)
 
 
@@ -495,11 +501,11 @@ def _ranges(frames: Sequence[int]) -> list[tuple[int, int]]:
 class ReplayOptions:
     """Everything ``car-runtime replay`` takes (see ``car_runtime/cli/replay.py``)."""
 
-    model: str
+    model: str | None  # None: the model a car-runtime recording names
     input: str
     calibration: str | None = None
-    max_speed_pct: float = DEFAULT_MAX_SPEED_PCT
-    preprocess: str = "stock"
+    max_speed_pct: float | None = None  # None: the recording's, else DEFAULT_MAX_SPEED_PCT
+    preprocess: str | None = None  # None: the recording's, else "stock"
     fps: float | None = None
     start: Position | None = None
     end: Position | None = None
@@ -514,6 +520,12 @@ class ReplayOptions:
     device: str = "CPU"
     threads: int | None = None  # inference threads (None: OpenVINO's choice)
     progress: bool | None = None  # None: only on a terminal
+    precision: str | None = None  # None: the recording's, else f32
+    verify: bool = False  # recompute each recorded decision (car-runtime recordings)
+    verify_tol: float = 1e-4  # continuous models: |delta| allowed in angle and throttle
+    saliency: bool = False  # occlusion heat map in the video
+    saliency_patch: int = 20
+    saliency_stride: int = 10
 
 
 def resolve_calibration(path: str | None) -> tuple[Calibration, str]:
@@ -528,7 +540,7 @@ def resolve_calibration(path: str | None) -> tuple[Calibration, str]:
 
 def open_input(opts: ReplayOptions, *, stereo: bool = False) -> Any:
     """Open INPUT as an unpaced frame source; errors name the problem and the fix."""
-    from car_runtime.vision.sources import IMAGE_SUFFIXES, open_source
+    from car_runtime.vision.sources import IMAGE_SUFFIXES, is_rosbag_folder, open_source
 
     path = Path(opts.input).expanduser()
     if not path.exists():
@@ -536,7 +548,7 @@ def open_input(opts: ReplayOptions, *, stereo: bool = False) -> Any:
             f"input {opts.input} does not exist; give a video file, a folder of images or a "
             "rosbag2 folder"
         )
-    is_bag = path.is_dir() and (path / "metadata.yaml").is_file()
+    is_bag = path.is_dir() and is_rosbag_folder(path)
     if path.is_dir() and not is_bag:
         if not stereo and not any(
             p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir()
@@ -580,8 +592,17 @@ def _display_image(frame: Frame) -> np.ndarray:
 
 def _check_options(opts: ReplayOptions) -> dict[str, Path]:
     """Validate the options before any work; return the output paths by kind."""
-    if not (0.0 <= opts.max_speed_pct <= 100.0):
+    if opts.max_speed_pct is not None and not (0.0 <= opts.max_speed_pct <= 100.0):
         raise ConfigError(f"--max-speed-pct {opts.max_speed_pct:g} is outside 0..100")
+    if opts.verify and opts.compare:
+        raise ConfigError("--verify checks one model against the recording; run --compare "
+                          "separately")
+    if opts.saliency and not opts.video:
+        raise ConfigError("--saliency draws a heat map into the annotated video; add -o PATH.mp4")
+    if opts.saliency and not (1 <= opts.saliency_stride <= opts.saliency_patch <= 120):
+        raise ConfigError("--saliency-patch must be 1..120 px and --saliency-stride 1..patch")
+    if not (opts.verify_tol >= 0 and math.isfinite(opts.verify_tol)):
+        raise ConfigError(f"--verify-tol must be a number >= 0, got {opts.verify_tol:g}")
     if opts.fps is not None and not (opts.fps > 0 and math.isfinite(opts.fps)):
         raise ConfigError(f"--fps must be a positive number, got {opts.fps:g}")
     if opts.threads is not None and opts.threads < 1:
@@ -620,6 +641,9 @@ def _header(opts: ReplayOptions, models: list[LoadedModel], paths: list[CarPath]
         note = " (default for a folder; set --fps)"
     count = f"{source.frame_count} frames" if source.frame_count else "frames"
     lines.append(f"input {source.description}: {count} at {source_fps:.4g} fps{note}")
+    damage = getattr(source, "damage", None)
+    if damage is not None:
+        lines.append(damage.describe())
     pct_note = ""
     if opts.max_speed_pct == DEFAULT_MAX_SPEED_PCT:
         pct_note = " (replay default; the car's slider starts at 50 %)"
@@ -630,11 +654,135 @@ def _header(opts: ReplayOptions, models: list[LoadedModel], paths: list[CarPath]
     return lines
 
 
+@dataclass
+class VerifyResult:
+    """``replay --verify``: recorded decisions checked against recomputed ones."""
+
+    checked: int = 0
+    unmatched: int = 0  # replayed frames with no recorded decision (e.g. dropped by the recorder)
+    mismatches: list = field(default_factory=list)  # audit.Mismatch
+    max_output_diff: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and self.checked > 0
+
+    def lines(self, limit: int = 20) -> list[str]:
+        out = list(self.notes)
+        extra = f" ({self.unmatched} replayed frame(s) had no recorded decision)" if self.unmatched else ""
+        if self.checked == 0:
+            out.append("verify: no recorded decision matched a replayed frame; nothing verified")
+        elif not self.mismatches:
+            out.append(f"verified {self.checked}/{self.checked} frames: identical decisions "
+                       f"(max |output difference| {self.max_output_diff:.3g}){extra}")
+        else:
+            n = len(self.mismatches)
+            out.append(f"verify: decisions differ on {n}/{self.checked} frames{extra}:")
+            for m in self.mismatches[:limit]:
+                out.append(f"  frame {m.frame} (frame_id {m.frame_id}): recorded {m.recorded}")
+                out.append(f"  {' ' * len(f'frame {m.frame} (frame_id {m.frame_id})')}  "
+                           f"recomputed {m.recomputed}")
+            if n > limit:
+                out.append(f"  ... and {n - limit} more: {frame_ranges([m.frame for m in self.mismatches])}")
+        return out
+
+
+def _resolve_recording(opts: ReplayOptions, echo: Callable[[str], None]):
+    """Fill what ``opts`` leaves open from a car-runtime recording (model, max speed,
+    preprocess, precision, calibration). Returns ``(opts, recorded run or None, calibration
+    override or None)``."""
+    import dataclasses
+
+    from car_runtime.recording.audit import CannotVerify, read_run
+    from car_runtime.recording.settings import model_sha256
+
+    recorded = None
+    if opts.verify or opts.model is None:
+        path = Path(opts.input).expanduser()
+        try:
+            recorded = read_run(path)
+        except CannotVerify as exc:
+            if opts.verify:
+                raise
+            raise ConfigError(f"--model is required: {exc}".replace("cannot verify ", "")
+                              .replace("; replay it without --verify", "")) from None
+    if recorded is None:
+        return dataclasses.replace(
+            opts, max_speed_pct=DEFAULT_MAX_SPEED_PCT if opts.max_speed_pct is None
+            else opts.max_speed_pct, preprocess=opts.preprocess or "stock",
+            precision=opts.precision or "f32"), None, None
+    first = recorded.first
+    model = opts.model
+    if model is None:
+        model = first.model_path
+        if not Path(model).exists():
+            raise ConfigError(
+                f"the recorded model {first.model_name} is not at {model} on this computer; "
+                "pass it with --model PATH")
+    sha = model_sha256(model)
+    if first.model_sha256 and sha != first.model_sha256:
+        echo(f"note: {model} is not the recorded model (sha256 {sha[:12]} vs recorded "
+             f"{first.model_sha256[:12]}); differences may come from that")
+    calibration = None
+    if opts.calibration is None and first.calibration:
+        try:
+            calibration = (Calibration.from_stock_dict(first.calibration), "recorded with the run")
+        except Exception:  # an unreadable recorded calibration: fall back to the usual choice
+            calibration = None
+    resolved = dataclasses.replace(
+        opts, model=str(model),
+        max_speed_pct=first.max_speed_pct if opts.max_speed_pct is None else opts.max_speed_pct,
+        preprocess=opts.preprocess or first.preprocess or "stock",
+        precision=opts.precision or first.precision or "f32",
+        sac_squash=opts.sac_squash or first.sac_squash,
+    )
+    return resolved, recorded, calibration
+
+
+def _check_decision(verify: VerifyResult, recorded: Any, path: "CarPath", rec: FrameRecord,
+                    frame_no: int, frame_id: int, tol: float) -> bool:
+    """Compare one recomputed decision (and its pulses, if the car drove) with the recording;
+    True if they differ."""
+    from car_runtime.recording.audit import Mismatch, decisions_match, describe_decision
+
+    d = path.last.decision if path.last is not None else None
+    if d is None:
+        return False
+    verify.checked += 1
+    rec_out = np.asarray(recorded.output, np.float64)
+    new_out = np.asarray(path.last.output, np.float64).reshape(-1)
+    if rec_out.shape == new_out.shape and rec_out.size:
+        diff = np.abs(rec_out - new_out)
+        if np.isfinite(diff).all():
+            verify.max_output_diff = max(verify.max_output_diff, float(diff.max()))
+    same = decisions_match(recorded, d.action_index, d.angle, d.throttle, tol)
+    # the write carried the decision (not neutral for a frame that aged, not clamped): its
+    # pulses must be what the recorded calibration makes of the decision
+    drove = (recorded.state == "armed" and not recorded.event and recorded.decision_valid
+             and recorded.angle == recorded.decision_angle
+             and recorded.throttle == recorded.decision_throttle)
+    pulses_same = not drove or (int(recorded.servo_ns), int(recorded.motor_ns)) == (
+        rec.servo_ns, rec.motor_ns)
+    if same and pulses_same:
+        return False
+    verify.mismatches.append(Mismatch(
+        frame_no, frame_id,
+        describe_decision(int(recorded.action_index), recorded.steering_deg, recorded.speed_mps,
+                          recorded.decision_angle, recorded.decision_throttle,
+                          (int(recorded.servo_ns), int(recorded.motor_ns)) if drove else None),
+        describe_decision(d.action_index, d.steering_deg, d.speed_mps, d.angle, d.throttle,
+                          (rec.servo_ns, rec.motor_ns) if drove else None),
+    ))
+    return True
+
+
 def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> ReplaySummary:
     """Run the replay described by ``opts``; write the requested outputs; return the summary.
 
     Outputs appear only when the replay completes (temp file + rename); an error or Ctrl-C
-    leaves no partial file.
+    leaves no partial file. With ``opts.verify`` (a car-runtime recording), every recorded
+    decision is recomputed with the recorded settings; ``summary.verify`` has the result.
     """
     from tqdm import tqdm
 
@@ -642,11 +790,15 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
     from car_runtime.overlay import COLORS, OverlayRenderer, PanelSpec, PanelState
 
     outputs = _check_options(opts)
-    calibration, cal_desc = resolve_calibration(opts.calibration)
+    speed_per_frame = opts.verify and opts.max_speed_pct is None
+    opts, recorded, recorded_cal = _resolve_recording(opts, echo)
+    calibration, cal_desc = recorded_cal or resolve_calibration(opts.calibration)
+    verify = VerifyResult() if opts.verify else None
     # The thread count is the same with or without -o: OpenVINO's float sums depend on it
     # (~1e-7) and a log must not change because a video was asked for.
     with ExitStack() as stack:
-        models = [stack.enter_context(load_model(m, device=opts.device, threads=opts.threads))
+        models = [stack.enter_context(load_model(m, device=opts.device, threads=opts.threads,
+                                                 precision=opts.precision))
                   for m in (opts.model, opts.compare) if m]
         stereo = models[0].metadata.is_stereo
         if any(m.metadata.is_stereo != stereo for m in models):
@@ -661,7 +813,21 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
             paths.append(path)
         for line in _header(opts, models, paths, source, source_fps, cal_desc):
             echo(line)
+        if verify is not None and recorded is not None:
+            echo(f"verify: {len(recorded.decisions)} recorded decisions, settings from the "
+                 f"recording (max speed {'as recorded per frame' if speed_per_frame else f'{opts.max_speed_pct:g} %'}, "
+                 f"preprocess {opts.preprocess}, precision {opts.precision})")
 
+        saliency = None
+        if opts.saliency:
+            from car_runtime.model.archive import open_model
+            from car_runtime.saliency import OcclusionSaliency
+
+            with open_model(opts.model) as bundle:
+                saliency = OcclusionSaliency(
+                    bundle.model_path, bundle.metadata, patch=opts.saliency_patch,
+                    stride=opts.saliency_stride, device=opts.device, precision=opts.precision,
+                    threads=opts.threads)
         renderer = video = None
         if "video" in outputs:
             renderer = OverlayRenderer([
@@ -684,6 +850,7 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
             for p in paths
         ]
         summary = ReplaySummary(0, 0.0, source_fps, stats, [] if len(paths) == 2 else None)
+        summary.verify = verify
         ok = False
         try:
             bar = stack.enter_context(tqdm(
@@ -698,6 +865,14 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
                     continue
                 if opts.end is not None and opts.end.reached(frame_no, frame.media_t_s):
                     break
+                recorded_write, frame_id = None, -1
+                if verify is not None and recorded is not None:
+                    fid = str(frame.meta.get("frame_id", ""))
+                    frame_id = int(fid) if fid.lstrip("-").isdigit() else -1
+                    recorded_write = recorded.decisions.get(frame_id)
+                    if speed_per_frame and "stamp_ns" in frame.meta:
+                        paths[0].pipeline.mapper.max_speed_pct = recorded.settings_at(
+                            frame.meta["stamp_ns"]).max_speed_pct
                 try:
                     records = [p.step(frame, frame_no) for p in paths]
                 except SourceError as exc:  # e.g. a corrupt JPEG: say which frame
@@ -711,13 +886,23 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
                 differ = len(records) == 2 and decisions_differ(*records, opts.compare_tol)
                 if differ:
                     summary.differ.append(frame_no)  # type: ignore[union-attr]
+                if verify is not None:
+                    if recorded_write is None:
+                        verify.unmatched += 1
+                    else:
+                        differ = _check_decision(verify, recorded_write, paths[0], records[0],
+                                                 frame_no, frame_id, opts.verify_tol)
                 if video is not None and renderer is not None:
                     states = [PanelState(p.last.output, p.last.decision, r.servo_ns, r.motor_ns,
                                          r.driven)
                               for p, r in zip(paths, records) if p.last is not None]
+                    heat = None
+                    if saliency is not None:
+                        heat = saliency.heat(_model_input_hwc(paths[0]))
                     video.write(renderer.render(
                         _display_image(frame), paths[0].pipeline.model_input(), states,
-                        frame_no=frame_no, t_s=frame.media_t_s, differ=differ,
+                        frame_no=frame_no, t_s=frame.media_t_s, differ=differ, heat=heat,
+                        differ_text="DIFFERS FROM RECORDING" if verify is not None else None,
                     ))
                 summary.frames += 1
                 summary.frame_numbers.append(frame_no)
@@ -737,9 +922,18 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
             if video is not None and not ok:
                 video.close(False)
         summary.stages = paths[0].pipeline.timer.summary()
+        if saliency is not None:
+            summary.saliency = saliency.cost_line()
     if "plot" in outputs:
         write_plot(outputs["plot"], summary)
     return summary
+
+
+def _model_input_hwc(path: CarPath) -> np.ndarray:
+    """The float model input of the last step as [H, W, C] (a copy)."""
+    policy = path.pipeline.policy
+    buf = policy.input_buffer[0]
+    return (buf if policy.input.layout == "NHWC" else np.moveaxis(buf, 0, -1)).copy()
 
 
 def _expected_frames(count: int | None, start: Position | None, end: Position | None) -> int | None:

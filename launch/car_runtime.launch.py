@@ -35,6 +35,9 @@ ARGUMENTS = {
     "threads": ("0", int, "inference threads (0 = all cores)"),
     "sac_squash": ("false", bool, "SAC models: tanh-squash outputs"),
     "status_interval_s": ("1.0", float, "period of ~/status (0 = off)"),
+    "record_dir": ("", str, "flight recorder folder ('' = off)"),
+    "record_storage": ("mcap", str, "flight recorder storage: mcap | sqlite3"),
+    "record_min_free_mb": ("200.0", float, "stop recording below this much free space"),
     "debug_image_hz": ("0.0", float, "rate of ~/debug_image (0 = off; live)"),
 }
 

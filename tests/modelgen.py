@@ -180,6 +180,8 @@ class TinyNet:
     lidar_size: int | None = None
     seed: int = 0
     filters: int = 4
+    #: (y0, y1, x0, x1) in input pixels: the output depends on this region only (saliency tests)
+    region: tuple[int, int, int, int] | None = None
     conv_w: np.ndarray = field(init=False, repr=False)  # [8,8,C,F] (TF HWIO)
     conv_b: np.ndarray = field(init=False, repr=False)  # [F]
     fc_w: np.ndarray = field(init=False, repr=False)  # [features, n_outputs]
@@ -211,6 +213,18 @@ class TinyNet:
         gain = 6.0 if self.action_space_type == "discrete" else 3.0
         self.fc_w = (rng.normal(0.0, 1.0, (n_in, self.n_outputs)) * gain / n_in**0.5).astype(np.float32)
         self.fc_b = rng.normal(0.0, 0.1, self.n_outputs).astype(np.float32)
+        if self.region is not None:
+            # keep only conv positions whose 8x8 window lies inside the region
+            y0, y1, x0, x1 = self.region
+            keep = np.zeros((CONV_H, CONV_W), bool)
+            for i in range(CONV_H):
+                for j in range(CONV_W):
+                    keep[i, j] = (y0 <= STRIDE * i and STRIDE * i + KERNEL <= y1
+                                  and x0 <= STRIDE * j and STRIDE * j + KERNEL <= x1)
+            if not keep.any():
+                raise ValueError(f"region {self.region} holds no 8x8 conv window")
+            mask = np.repeat(keep.reshape(-1), self.filters)  # NHWC flatten order
+            self.fc_w[: self.n_flat][~mask] = 0.0
 
     # ---- shapes and names ---------------------------------------------------------------
     @property

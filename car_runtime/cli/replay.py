@@ -38,16 +38,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "is included, end is not."
         ),
     )
-    p.add_argument("input", metavar="INPUT", help="video file, image folder or rosbag2 folder")
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="model.tar.gz, model folder, or model.xml")
+    p.add_argument("input", metavar="INPUT",
+                   help="video file, image folder, rosbag2 folder, or a recorded session "
+                        "(car-runtime run --record DIR; see `car-runtime runs DIR`)")
+    p.add_argument("--model", metavar="PATH",
+                   help="model.tar.gz, model folder, or model.xml (default for a car-runtime "
+                        "recording: the recorded model, if it is at its recorded path)")
     p.add_argument("--calibration", metavar="PATH",
                    help="calibration.json for the pulses (default: "
                         "/opt/aws/deepracer/calibration.json if present, else the stock defaults)")
-    p.add_argument("--max-speed-pct", type=float, default=100.0, metavar="P", dest="max_speed_pct",
-                   help="throttle scale 0-100, like the car's max-speed slider (default 100)")
-    p.add_argument("--preprocess", choices=("stock", "training", "fast"), default="stock",
+    p.add_argument("--max-speed-pct", type=float, metavar="P", dest="max_speed_pct",
+                   help="throttle scale 0-100, like the car's max-speed slider (default 100; "
+                        "with --verify or without --model: as recorded)")
+    p.add_argument("--preprocess", choices=("stock", "training", "fast"),
                    help="stock (default, identical to the car) | training | fast")
+    p.add_argument("--precision", choices=("f32", "f16", "bf16"),
+                   help="inference precision (default f32; with --verify: as recorded)")
     p.add_argument("--fps", type=float, metavar="F",
                    help="frame rate of an image folder (default 30, as for run); overrides a video's/bag's")
     p.add_argument("--start", type=_position, metavar="N|Ts",
@@ -72,6 +78,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-tol", type=float, default=0.05, metavar="X", dest="compare_tol",
                    help="continuous models: angle/throttle differences above X count as "
                         "different (default 0.05; two discrete models must match exactly)")
+    p.add_argument("--verify", action="store_true",
+                   help="car-runtime recordings: recompute every recorded decision from the "
+                        "recorded frame with the recorded settings; exit 1 if any differs")
+    p.add_argument("--verify-tol", type=float, default=1e-4, metavar="X", dest="verify_tol",
+                   help="--verify with a continuous model: angle/throttle differences up to X "
+                        "count as identical (default 1e-4; discrete models must match exactly)")
+    p.add_argument("--saliency", action="store_true",
+                   help="draw an occlusion saliency heat map (what the model looked at) into "
+                        "the -o video; costs ~165 extra forward passes per frame (stated at the end)")
+    p.add_argument("--saliency-patch", type=int, default=20, metavar="PX", dest="saliency_patch",
+                   help="occluding square, in model-input pixels (default 20)")
+    p.add_argument("--saliency-stride", type=int, default=10, metavar="PX", dest="saliency_stride",
+                   help="step between occlusions (default 10)")
     p.add_argument("--sac-squash", action="store_true", dest="sac_squash",
                    help="SAC models: tanh-squash outputs as in training (stock clips)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
@@ -111,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         progress=args.progress,
+        precision=args.precision,
+        verify=args.verify,
+        verify_tol=args.verify_tol,
+        saliency=args.saliency,
+        saliency_patch=args.saliency_patch,
+        saliency_stride=args.saliency_stride,
     )
     summary = replay(opts, echo=lambda s: print(s, flush=True))
     both_discrete = all(m.labels is not None for m in summary.models)
@@ -118,4 +143,6 @@ def run(args: argparse.Namespace) -> int:
     written = [p for p in (args.log, args.compare_log, args.video, args.plot) if p]
     if written:
         print("wrote " + ", ".join(written))
+    if summary.verify is not None and not summary.verify.ok:
+        return 1
     return 0

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     p.add_argument("--sac-squash", action="store_true", default=None, dest="sac_squash",
                    help="SAC models: tanh-squash outputs as in training (stock clips)")
+    p.add_argument("--record", metavar="DIR", dest="record_dir",
+                   help="flight recorder: each driving session becomes a rosbag2 in DIR "
+                        "(see `car-runtime runs DIR`)")
     p.add_argument("--status-interval", type=float, dest="status_interval_s",
                    help="seconds between status lines (0 = off; default 1)")
     p.set_defaults(func=run)
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     import cv2
 
+    from car_runtime import recording
     from car_runtime.config import FIELD_NAMES, resolve
     from car_runtime.controls import DriveControls, ModelInfo, ModelLoader
     from car_runtime.errors import ConfigError
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             del loaded, pipeline  # the loop owns the pipeline now (a swap frees it there)
             with contextlib.ExitStack() as adapters:
                 # Adapters (flight recorder, web cockpit) attach here, through `controls` only.
-                _ = adapters
+                adapters.enter_context(recording.attach(controls, cfg))
                 code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
         s = loop.status()
         total = s["stages"].get("total", {})

@@ -137,6 +137,7 @@ class Policy:
         precision: str = "f32",
         hint: str = "latency",
         threads: int | None = None,
+        batch: int = 1,
     ) -> None:
         import openvino as ov
 
@@ -184,10 +185,14 @@ class Policy:
         dims = [d.get_length() if d.is_static else None for d in pshape]
         layout = _layout(dims, channels)
         if layout == "NHWC":
-            static = [1, dims[1] or MODEL_HEIGHT, dims[2] or MODEL_WIDTH, channels]
+            static = [batch, dims[1] or MODEL_HEIGHT, dims[2] or MODEL_WIDTH, channels]
         else:
-            static = [1, channels, dims[2] or MODEL_HEIGHT, dims[3] or MODEL_WIDTH]
-        model.reshape({port: ov.PartialShape(static)})
+            static = [batch, channels, dims[2] or MODEL_HEIGHT, dims[3] or MODEL_WIDTH]
+        try:
+            model.reshape({port: ov.PartialShape(static)})
+        except Exception as exc:  # e.g. a graph with batch 1 built in (old IRs)
+            raise ModelError(f"the model cannot run with batch {batch} ({_ov_reason(exc)[:200]})"
+                             ) from None
 
         if len(model.outputs) < 1:
             raise ModelError("the model has no output")
@@ -195,7 +200,7 @@ class Policy:
         out_shape = tuple(int(d) for d in out_port.get_shape())
         out_size = int(np.prod(out_shape))
         expected = metadata.action_space.size
-        if out_size != expected:
+        if out_size != expected * batch:
             raise ModelError(
                 f"the model outputs {out_size} values but model_metadata.json describes "
                 f"{expected} ({metadata.action_space_type}); the metadata belongs to another model"
@@ -298,12 +303,15 @@ def load_model(
     hint: str = "latency",
     threads: int | None = None,
     on_phase: "Callable[[str], None] | None" = None,
+    batch: int = 1,
 ) -> LoadedModel:
     """Open any model form (see :func:`open_model`) and compile it; the temp folder of an
     archive is removed as soon as OpenVINO holds the weights.
 
     ``on_phase`` (optional) is called with ``"opening"`` (extract, check metadata) and
-    ``"compiling"`` (OpenVINO read + compile) as each begins, for progress displays."""
+    ``"compiling"`` (OpenVINO read + compile) as each begins, for progress displays. ``batch``
+    > 1 compiles for that many inputs at once (``Policy.input_buffer`` is [batch, ...], the
+    camera views are item 0's); ModelError if the graph cannot be reshaped."""
     t0 = time.perf_counter()
     if on_phase is not None:
         on_phase("opening")
@@ -313,7 +321,7 @@ def load_model(
     try:
         policy = Policy(
             bundle.model_path, bundle.metadata, device=device, precision=precision, hint=hint,
-            threads=threads,
+            threads=threads, batch=batch,
         )
     except BaseException:
         bundle.close()

@@ -38,6 +38,7 @@ the actuator is then closed (neutral again).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -66,6 +67,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from car_runtime.actuation.output import DutyWrite
 from car_runtime.control.safety import ExitCode, State
+from car_runtime import recording
 from car_runtime.controls import STATE_WAIT_S, DriveControls, ModelInfo, ModelLoader
 from car_runtime.errors import CarRuntimeError, ConfigError
 from car_runtime.pipeline import StepResult
@@ -162,6 +164,14 @@ class CarRuntimeNode(Node):
         try:
             self._open_stack()
         except BaseException:
+            self.loader.close()
+            raise
+        self._adapters = contextlib.ExitStack()  # the flight recorder (record_dir)
+        try:
+            self._adapters.enter_context(recording.attach(self.controls, self.config))
+        except BaseException:
+            self.source.close()
+            self.actuator.close()
             self.loader.close()
             raise
         self._decision_layout = MultiArrayLayout(
@@ -262,6 +272,7 @@ class CarRuntimeNode(Node):
         while self.loop.exit_code is None and now_s() < end_s:
             time.sleep(0.01)
         try:
+            self._adapters.close()  # the recorder closes its session: a complete bag
             self.source.close()
         finally:
             self.actuator.close()

@@ -73,6 +73,12 @@ PARAMETERS: tuple[RosParam, ...] = (
              field="sac_squash"),
     RosParam("status_interval_s", 1.0, "period of ~/status diagnostics (0 = off)",
              field="status_interval_s", range=(0.0, 3600.0)),
+    RosParam("record_dir", "", "flight recorder: record each driving session as a rosbag2 in "
+             "this folder ('' = off)", field="record_dir"),
+    RosParam("record_storage", "mcap", "flight recorder storage: mcap | sqlite3",
+             field="record_storage"),
+    RosParam("record_min_free_mb", 200.0, "stop recording (keep driving) below this much free "
+             "space", field="record_min_free_mb", range=(0.0, 1_000_000.0)),
     RosParam("debug_image_hz", 0.0, "rate of ~/debug_image, the mono8 model input (0 = off); "
              "applies live", live=True, range=(0.0, 30.0)),
 )
@@ -80,7 +86,7 @@ PARAMETERS: tuple[RosParam, ...] = (
 #: RunConfig fields the node does not serve (``car-runtime run`` only): the web cockpit.
 NOT_PARAMETERS: frozenset[str] = frozenset({
     "web", "web_password_file", "web_deadman_ms", "web_video_fps", "models_dir",
-    "guardian", "record_dir", "record_storage", "record_min_free_mb",
+    "guardian",
 })
 
 BY_NAME: dict[str, RosParam] = {p.name: p for p in PARAMETERS}
@@ -111,7 +117,7 @@ def run_config(values: Mapping[str, Value], base: RunConfig | None = None) -> Ru
             continue
         if p.unset_zero and value == 0:
             value = None
-        elif p.field == "model" and value == "":
+        elif p.field in ("model", "record_dir") and value == "":
             value = None
         fields[p.field] = value
     try:

@@ -15,11 +15,16 @@ Topic choice: ``topic=`` (``--topic``) or, by default, the stock camera topic
 A frame's ``media_t_s`` is its bag timestamp (recording time) minus the first frame's, because the
 stock camera publishes with an empty header stamp. ``fps`` is the topic's mean rate, from the
 bag's metadata, unless given.
+
+Torn bags (a recording cut by kill -9 or a power cut: no ``metadata.yaml``, an MCAP file without
+its end) are read up to their last complete chunk (:func:`car_runtime.recording.catalog.readable_bag`);
+:attr:`BagSource.damage` then says what was lost.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -93,7 +98,8 @@ class BagSource(FrameSource):
     """Frames from one image topic of a rosbag2 folder (see the module docstring).
 
     ``images`` holds a BGR/grey array (``Image``) or the encoded bytes (``CompressedImage``);
-    ``meta`` has ``topic`` and ``stamp_ns`` (the bag timestamp).
+    ``meta`` has ``topic``, ``stamp_ns`` (the bag timestamp) and, for images with a header,
+    ``header_stamp_ns`` and ``frame_id`` (the first image's; the community logger's frame counter).
     """
 
     def __init__(
@@ -110,7 +116,13 @@ class BagSource(FrameSource):
         super().__init__(f"bag:{self.path}", paced=paced)
         check_fps(fps)
         self.stereo = stereo
-        self._reader = self._open_reader()
+        self.damage = None  # catalog.Damage for a torn bag
+        self._stack = ExitStack()
+        try:
+            self._reader = self._open_reader()
+        except BaseException:
+            self._stack.close()
+            raise
         try:
             self._select(topic)
             duration_s = (self._last_ns - self._first_ns) / 1e9 if self._last_ns else 0.0
@@ -119,6 +131,7 @@ class BagSource(FrameSource):
             self.fps = fps or rate or FALLBACK_VIDEO_FPS
         except BaseException:
             self._reader.close()
+            self._stack.close()
             raise
 
     # -- opening ---------------------------------------------------------------------------------
@@ -131,9 +144,17 @@ class BagSource(FrameSource):
                 f"reading a rosbag needs the rosbags package ({exc.name} is missing); install it "
                 "with `pip install 'car-runtime[replay]'`"
             ) from None
+        from car_runtime.recording.catalog import readable_bag
+
         if not self.path.is_dir():
             raise SourceError(f"rosbag folder {self.path} does not exist; check the path")
-        reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_FOXY))
+        try:
+            path, self.damage = self._stack.enter_context(readable_bag(self.path))
+        except OSError as exc:
+            raise SourceError(f"cannot read rosbag {self.path}: {exc.strerror or exc}") from None
+        if self.damage is not None:
+            log.warning("%s: %s", self.path, self.damage.describe())
+        reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_FOXY))
         try:
             reader.open()
         except (AnyReaderError, OSError, ValueError, KeyError) as exc:
@@ -192,7 +213,7 @@ class BagSource(FrameSource):
         self.description = f"bag:{self.path}:{topic}"
 
     # -- reading ---------------------------------------------------------------------------------
-    def _messages(self) -> Iterator[tuple[int, tuple[Image, ...]]]:
+    def _messages(self) -> Iterator[tuple[int, tuple[Image, ...], dict]]:
         reader = self._reader
         if reader is None:
             raise SourceError(f"rosbag {self.path} is closed")
@@ -207,11 +228,13 @@ class BagSource(FrameSource):
                 ) from None
             if conn.msgtype in IMAGE_TYPES:
                 images: tuple[Image, ...] = (_to_image(msg, conn.msgtype),)
+                first = msg
             else:
                 images = tuple(_to_image(m, getattr(m, "__msgtype__", "")) for m in msg.images)
                 if not images:
                     continue  # an empty images[] array carries no frame
-            yield stamp_ns, images
+                first = msg.images[0]
+            yield stamp_ns, images, _header_meta(first)
 
     def _produce(self, paced: bool) -> Iterator[Frame]:
         t0_s: float | None = None
@@ -220,7 +243,7 @@ class BagSource(FrameSource):
         period_s = 1.0 / (self.fps or FALLBACK_VIDEO_FPS)
         messages = self._messages()
         try:
-            for k, (stamp_ns, images) in enumerate(messages):
+            for k, (stamp_ns, images, header) in enumerate(messages):
                 if first_ns is None:
                     first_ns = stamp_ns
                 media_t_s = (stamp_ns - first_ns) / 1e9
@@ -239,7 +262,7 @@ class BagSource(FrameSource):
                 t_s = now_s()
                 self._delivered(t_s)
                 yield Frame(seq=k + 1, t_capture_s=t_s, images=images, media_t_s=media_t_s,
-                            meta={"topic": self.topic, "stamp_ns": stamp_ns})
+                            meta={"topic": self.topic, "stamp_ns": stamp_ns, **header})
         finally:
             messages.close()
 
@@ -250,6 +273,17 @@ class BagSource(FrameSource):
                 reader.close()
             except Exception:  # already closed or half-open: nothing left to release
                 log.debug("closing %s failed", self.path, exc_info=True)
+        self._stack.close()
+
+
+def _header_meta(msg: Any) -> dict:
+    """``header_stamp_ns`` and ``frame_id`` of an image message with a header (else {})."""
+    header = getattr(msg, "header", None)
+    if header is None:
+        return {}
+    stamp = header.stamp
+    return {"header_stamp_ns": int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+            "frame_id": str(header.frame_id)}
 
 
 def _has_images_array(fielddefs: dict, msgtype: str) -> bool:

@@ -402,7 +402,8 @@ def open_source(
     - ``"0"``..``"9"`` or ``/dev/videoN``: that camera; ``"4,3"``: a stereo pair (left, right);
     - a file: :class:`VideoFileSource` (``fps`` overrides the file's rate);
     - a folder: :class:`ImageFolderSource` paced at ``fps`` (default 30); a folder holding
-      ``metadata.yaml`` is a rosbag2 and opens ``car_runtime.vision.bag.BagSource``.
+      ``metadata.yaml`` (or a torn recording's ``.mcap``/``.db3``) is a rosbag2 and opens
+      ``car_runtime.vision.bag.BagSource``.
 
     ``opts`` go to the camera (``width``, ``height``, ``fourcc``...) or to the bag reader
     (e.g. ``topic``). Raises :class:`SourceError` naming the fix for anything unusable.
@@ -430,7 +431,7 @@ def open_source(
             "a video file or an image folder"
         )
     if path.is_dir():
-        if (path / "metadata.yaml").is_file():
+        if is_rosbag_folder(path):
             return _open_bag(path, fps=fps, paced=paced, stereo=stereo, **opts)
         return ImageFolderSource(path, fps=fps, paced=paced, stereo=stereo)
     if stereo:
@@ -439,6 +440,14 @@ def open_source(
             "cameras (--camera 4,3) or a folder with left/ and right/ subfolders"
         )
     return VideoFileSource(path, fps=fps, paced=paced)
+
+
+def is_rosbag_folder(path: Path) -> bool:
+    """A rosbag2 folder: ``metadata.yaml``, or (a recording cut off before it closed) an
+    ``.mcap`` / ``.db3`` file and no images."""
+    if (path / "metadata.yaml").is_file():
+        return True
+    return any(path.glob("*.mcap")) or any(path.glob("*.db3"))
 
 
 def _open_bag(path: Path, **kwargs: Any) -> FrameSource:

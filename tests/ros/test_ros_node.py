@@ -254,3 +254,20 @@ def test_end_of_input_exits_0_at_neutral(
     assert driven(rows), "nothing was driven"
     assert (rows[-1]["servo_ns"], rows[-1]["motor_ns"]) == neutral_ns
     assert "end of input" in node.log_text()
+
+
+def test_record_dir_parameter_leaves_a_bag(
+    start_node, demo_model, footage_seq_dir, calibration_file, tmp_path
+):
+    """Every run on the car leaves a bag: the node records like ``run --record``."""
+    from car_runtime.recording.catalog import list_sessions
+
+    record, bags = tmp_path / "drive.jsonl", tmp_path / "bags"
+    node = start_node(model_path=str(demo_model), camera=str(footage_seq_dir), fps=50.0,
+                      output=f"record:{record}", calibration_path=str(calibration_file), arm=True,
+                      record_dir=str(bags))
+    assert node.proc.wait(60) == 0, node.log_text()
+    (session,) = list_sessions(bags)
+    assert session.complete and session.frames == len(
+        [r for r in read_records(record) if r.get("frame_seq") is not None])
+    assert session.model == "demo-untrained-deep-ffc-discrete"
