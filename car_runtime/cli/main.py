@@ -15,7 +15,8 @@ import sys
 from car_runtime import __version__
 from car_runtime.errors import CarRuntimeError
 
-COMMANDS = ("run", "inspect", "bench", "replay", "calibrate", "neutral", "ros", "install_service")
+COMMANDS = ("run", "inspect", "bench", "replay", "calibrate", "neutral", "ros", "install_service",
+            "web_password")
 
 
 def build_parser() -> argparse.ArgumentParser:
