@@ -56,6 +56,7 @@ class LiveFeed:
         self.frame: LiveFrame | None = None
         self.model_view: ModelView | None = None
         self.model_viewers = 0  # set by the web thread; the hook copies the model input only if > 0
+        self.notify: Any = None  # set by the web thread while someone watches: called per frame
         self.last_write: tuple[float, float, str] | None = None  # (angle, throttle, event)
         self._ages_ms = np.zeros(AGE_RING)
         self._age_count = 0
@@ -80,6 +81,9 @@ class LiveFeed:
                 self._last_model_s = t
                 self.model_view = ModelView(frame.seq, frame.t_capture_s,
                                             self.loop.pipeline.model_input())
+        notify = self.notify
+        if notify is not None:
+            notify()  # call_soon_threadsafe: a deque append and a byte on a socket
 
     def frame_age_ms(self) -> dict[str, float] | None:
         """p50/p99 of the recent writes' frame ages (None before any)."""

@@ -166,6 +166,9 @@ class Cockpit:
         self._system_facts: dict[str, Any] = {}
         self._system_at_s = -1e9
         self._background: list[asyncio.Task] = []
+        self._streams: set[asyncio.Task] = set()
+        self._watchers = 0
+        self._frame_tick: asyncio.Event | None = None
         self._blocking = ThreadPoolExecutor(4, "web-blocking", initializer=block_async_signals)
         self._archive_worker = ThreadPoolExecutor(1, "web-archives", initializer=_background_thread)
 
@@ -254,6 +257,7 @@ class Cockpit:
 
     async def _startup(self) -> None:
         self._tick = asyncio.Event()
+        self._frame_tick = asyncio.Event()
         app = self.make_app()
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=1.0)
@@ -269,6 +273,8 @@ class Cockpit:
     async def _shutdown(self) -> None:
         for task in self._background:
             task.cancel()
+        for task in list(self._streams):
+            task.cancel()
         for s in list(self.sockets):
             with contextlib.suppress(Exception):
                 await s.ws.close(code=1001, message=b"car-runtime is stopping")
@@ -281,6 +287,7 @@ class Cockpit:
         app.on_response_prepare.append(_security_headers)
         r = app.router
         r.add_get("/", self.index)
+        r.add_get("/favicon.ico", self.no_icon)
         r.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         r.add_post("/api/login", self.login)
         r.add_post("/api/logout", self.logout)
@@ -372,6 +379,10 @@ class Cockpit:
     @endpoint(auth=False)
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    @endpoint(auth=False)
+    async def no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     @endpoint(auth=False)
     async def login(self, request: web.Request) -> web.Response:
@@ -673,21 +684,36 @@ class Cockpit:
         self.viewers += 1
         if view == "model":
             self.feed.model_viewers += 1
+        self._watch(+1)
+        me = asyncio.current_task()
+        if me is not None:
+            self._streams.add(me)
         try:
             await resp.prepare(request)
-            period_s = self.video_period_s if view == "camera" else max(self.video_period_s,
-                                                                         1 / MODEL_VIEW_FPS)
+            fps = 1 / self.video_period_s if view == "camera" else min(1 / self.video_period_s,
+                                                                         MODEL_VIEW_FPS)
+            # Token bucket: the average never exceeds fps; a frame is sent as it arrives (fresh)
+            # or skipped for good, never sent late.
+            tokens, t_last = 1.0, now_s()
             last_seq = 0
-            next_s = now_s()
             while True:
-                wait_s = next_s - now_s()
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
+                frame_tick = self._frame_tick
+                assert frame_tick is not None
+                try:
+                    await asyncio.wait_for(frame_tick.wait(), 1.0)
+                except asyncio.TimeoutError:  # no frames (calibrating, input ended): still there?
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    continue
                 item = self.feed.frame if view == "camera" else self.feed.model_view
                 if item is None or item.seq == last_seq:
-                    await asyncio.sleep(0.005)  # no newer frame yet: look again shortly
                     continue
                 last_seq = item.seq
+                t = now_s()
+                tokens, t_last = min(1.0, tokens + (t - t_last) * fps), t
+                if tokens < 0.9:
+                    continue
+                tokens -= 1.0
                 if view == "camera":
                     image = item.image
                     jpeg = (image if isinstance(image, bytes) and image[:2] == b"\xff\xd8"
@@ -706,14 +732,27 @@ class Cockpit:
                                 f"X-Angle: {item.angle:.3f}\r\nX-Throttle: {item.throttle:.3f}\r\n"
                                 f"X-State: {item.state}\r\n")
                 await resp.write(headers.encode("ascii") + b"\r\n" + jpeg + b"\r\n")
-                next_s = max(next_s + period_s, now_s())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.viewers -= 1
             if view == "model":
                 self.feed.model_viewers -= 1
+            self._streams.discard(me)  # type: ignore[arg-type]
+            self._watch(-1)
         return resp
+
+    def _watch(self, delta: int) -> None:
+        """Count live viewers; the step hook wakes us per frame only while there are some."""
+        self._watchers += delta
+        aio = asyncio.get_running_loop()
+        self.feed.notify = (functools.partial(aio.call_soon_threadsafe, self._new_frame)
+                            if self._watchers > 0 else None)
+
+    def _new_frame(self) -> None:
+        tick, self._frame_tick = self._frame_tick, asyncio.Event()
+        if tick is not None:
+            tick.set()
 
     # -- WebSocket: telemetry out, heartbeats in ------------------------------------------------------
     @endpoint()

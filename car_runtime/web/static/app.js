@@ -108,6 +108,9 @@ function connect() {
   ws.onclose = () => {
     S.ws = null;
     stopHeartbeat();
+    $("#state").textContent = "offline";
+    $("#state").className = "pill fault";
+    $("#start").disabled = true;
     banner("Connection to the car lost: reconnecting… (the car stopped)", true);
     clearTimeout(S.wsTimer);
     S.wsTimer = setTimeout(async () => {
@@ -194,7 +197,7 @@ function renderStatus(m) {
     ["max speed (%)", st.max_speed_pct],
     ["CPU (all cores, %)", sys.cpu_pct], ["car-runtime CPU (% of a core)", sys.process_cpu_pct],
     ["CPU temperature (°C)", sys.cpu_temp_c], ["CPU frequency (MHz)", sys.cpu_freq_mhz],
-    ["memory used (%)", sys.memory ? `${sys.memory.used_pct} of ${sys.memory.total_mb} MB` : null],
+    ["memory used", sys.memory ? `${sys.memory.used_pct} % of ${sys.memory.total_mb} MB` : null],
     ...Object.entries(sys.disk_free_mb || {}).map(([k, v]) => [`free disk: ${k} (MB)`, v]),
     ["battery (%)", sys.battery_pct],
     ["pages / live views", `${m.web.pages} / ${m.web.viewers}`],
@@ -354,11 +357,11 @@ function drawOverlay(g, canvas, h) {
   const bh = Math.abs(throttle) * (ht / 2 - 8 * s);
   g.fillStyle = throttle >= 0 ? "#2ea043" : "#da3633";
   g.fillRect(w - 8 * s, throttle >= 0 ? ht / 2 - bh : ht / 2, 5 * s, bh);
-  g.font = `${Math.round(8 * s)}px system-ui, sans-serif`;
-  g.fillStyle = "rgba(0,0,0,.6)"; g.fillRect(0, 0, w, 11 * s);
+  g.font = `${Math.round(6 * s)}px system-ui, sans-serif`;
+  g.fillStyle = "rgba(0,0,0,.6)"; g.fillRect(0, 0, w, 9 * s);
   g.fillStyle = "#fff";
-  const action = h["x-action"] === "" ? "–" : h["x-action"];
-  g.fillText(`${h["x-state"]}  action ${action}  steer ${h["x-steering-deg"]}°  speed ${h["x-speed-mps"]} m/s  thr ${throttle.toFixed(2)}`, 3 * s, 8.5 * s);
+  const action = h["x-action"] === "" ? "–" : "#" + h["x-action"];
+  g.fillText(`${h["x-state"]} ${action}  ${h["x-steering-deg"]}°  ${h["x-speed-mps"]} m/s  thr ${throttle.toFixed(2)}`, 3 * s, 6.8 * s);
 }
 
 document.addEventListener("visibilitychange", syncLive);
