@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from car_runtime.actuation.calibration import Calibration, ChannelCalibration, load_calibration
 from car_runtime.config import parse_web_address
@@ -109,6 +110,11 @@ class Client:
     @property
     def key(self) -> tuple[str, str]:
         return (self.token, self.client_id)
+
+
+_RequestKey = getattr(web, "RequestKey", None)  # aiohttp >= 3.11; plain strings before
+SESSION: Any = _RequestKey("session", Session) if _RequestKey else "session"
+CLIENT: Any = _RequestKey("client", Client) if _RequestKey else "client"
 
 
 @dataclass
@@ -348,15 +354,15 @@ class Cockpit:
         session = self._session(request)
         if session is None:
             return _error(401, "not logged in: POST /api/login with the cockpit password")
-        request["session"] = session
-        request["client"] = Client(session.token, _client_id(request))
+        request[SESSION] = session
+        request[CLIENT] = Client(session.token, _client_id(request))
         if request.method not in ("GET", "HEAD"):
             if not _same_origin(request):
                 return _error(403, "cross-site request refused (Origin does not match the car)")
             if not csrf_ok(session, request.headers.get("X-CSRF-Token")):
                 return _error(403, "missing or wrong CSRF token: send the X-CSRF-Token header "
                                    "from GET /api/session")
-        if getattr(handler, "control", False) and not self._is_controller(request["client"]):
+        if getattr(handler, "control", False) and not self._is_controller(request[CLIENT]):
             return _error(409, "another client controls the car: take control first (the car "
                                "stops when control changes hands)" if self.controller else
                                "take control first: POST /api/control")
@@ -410,7 +416,7 @@ class Cockpit:
 
     @endpoint()
     async def logout(self, request: web.Request) -> web.Response:
-        session: Session = request["session"]
+        session: Session = request[SESSION]
         if self.controller is not None and self.controller.token == session.token:
             await self._release_control("logged out")
         self.sessions.close(session.token)
@@ -436,11 +442,11 @@ class Cockpit:
     # -- driving ----------------------------------------------------------------------------------
     @endpoint()
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._telemetry(request["client"]), dumps=_dumps)
+        return web.json_response(self._telemetry(request[CLIENT]), dumps=_dumps)
 
     @endpoint()
     async def take_control(self, request: web.Request) -> web.Response:
-        client: Client = request["client"]
+        client: Client = request[CLIENT]
         previous = self.controller
         if previous is not None and previous.key != client.key:
             # Hand over with the car stopped: nobody inherits a moving car.
@@ -480,7 +486,7 @@ class Cockpit:
 
     @endpoint(control=True)
     async def heartbeat(self, request: web.Request) -> web.Response:
-        if not _within_rate(self._heartbeat_stamps.setdefault(request["client"].token, []),
+        if not _within_rate(self._heartbeat_stamps.setdefault(request[CLIENT].token, []),
                             MAX_HEARTBEATS_PER_S):
             return _error(429, f"more than {MAX_HEARTBEATS_PER_S} heartbeats per second; "
                                "send one every 100 ms")
@@ -517,6 +523,10 @@ class Cockpit:
         try:
             reader = await request.multipart()
             part = await reader.next()
+        except HttpProcessingError:
+            raise WebError(400, "the upload's part headers are malformed (control characters in "
+                                "the file name?); rename the file (letters, digits, . _ - + only) "
+                                "and upload it again") from None
         except (ValueError, AssertionError) as exc:
             raise WebError(400, f"malformed multipart upload ({exc})") from None
         if part is None or getattr(part, "name", None) != "file":
@@ -764,7 +774,7 @@ class Cockpit:
         ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE_BYTES, heartbeat=None,
                                    autoping=True)
         await ws.prepare(request)
-        sock = Socket(ws, request["client"])
+        sock = Socket(ws, request[CLIENT])
         self.sockets.append(sock)
         sock.sender = asyncio.get_running_loop().create_task(self._send_telemetry(sock))
         try:
