@@ -244,7 +244,8 @@ class Cockpit:
             except OSError as exc:
                 host, port = self.address
                 started.fail(ConfigError(
-                    f"cannot serve the web cockpit on {host}:{port}: {exc.strerror or exc}; pick "
+                    f"cannot serve the web cockpit on {host}:{port}: "
+                    f"{os.strerror(exc.errno) if exc.errno else exc}; pick "
                     "another port (--web PORT, e.g. 8081) or stop the program using it"))
                 return
             except BaseException as exc:  # pragma: no cover - reported to start()
