@@ -376,6 +376,15 @@ class Cockpit:
             return None
         return self.sessions.get(request.cookies.get(COOKIE_NAME), record)
 
+    def _controller_active(self) -> bool:
+        """A controller that is still there: an open page, or heartbeats within 2 s (scripts).
+        A new page takes control by itself only when there is none."""
+        c = self.controller
+        if c is None:
+            return False
+        return (any(s.client.key == c.key for s in self.sockets)
+                or self.loop.heartbeat_age_s() < 2.0)
+
     def _is_controller(self, client: Client) -> bool:
         return self.controller is not None and self.controller.key == client.key
 
@@ -432,7 +441,7 @@ class Cockpit:
         if session is not None:
             client = Client(session.token, _client_id(request))
             info.update(csrf=session.csrf, you_control=self._is_controller(client),
-                        controlled=self.controller is not None, **self._static_facts())
+                        controlled=self._controller_active(), **self._static_facts())
         return web.json_response(info)
 
     def _static_facts(self) -> dict[str, Any]:
@@ -840,7 +849,7 @@ class Cockpit:
                 "speed_mps": frame.speed_mps, "angle": frame.angle, "throttle": frame.throttle,
                 "age_ms": round((t - frame.t_capture_s) * 1e3, 1)},
             "system": self._system_facts,
-            "web": {"controlled": self.controller is not None, "pages": len(self.sockets),
+            "web": {"controlled": self._controller_active(), "pages": len(self.sockets),
                     "viewers": self.viewers, "heartbeat_age_ms": round(hb_age * 1e3) if math.isfinite(hb_age) else None,
                     "last_load": self.last_load, **self._static_facts()},
         }

@@ -220,6 +220,7 @@ function renderStatus(m) {
 // ---------------------------------------------------------------- drive
 $("#start").addEventListener("click", async () => {
   say($("#drive-msg"), "arming…");
+  if (S.ws && S.ws.readyState === 1) S.ws.send("hb");  // the deadman wants a fresh heartbeat
   const r = await api("POST", "/api/arm");
   say($("#drive-msg"), r.ok ? r.data.message : r.data.error, r.ok ? "good" : "bad");
 });
