@@ -170,6 +170,7 @@ class Cockpit:
         self._tick: asyncio.Event | None = None
         self._telemetry_json = "{}"
         self._system_facts: dict[str, Any] = {}
+        self._full_status: dict[str, Any] = {}
         self._system_at_s = -1e9
         self._background: list[asyncio.Task] = []
         self._streams: set[asyncio.Task] = set()
@@ -719,12 +720,9 @@ class Cockpit:
             while True:
                 frame_tick = self._frame_tick
                 assert frame_tick is not None
-                try:
-                    await asyncio.wait_for(frame_tick.wait(), 1.0)
-                except asyncio.TimeoutError:  # no frames (calibrating, input ended): still there?
-                    if request.transport is None or request.transport.is_closing():
-                        break
-                    continue
+                await frame_tick.wait()  # each frame; and every 0.2 s from the telemetry task
+                if request.transport is None or request.transport.is_closing():
+                    break
                 item = self.feed.frame if view == "camera" else self.feed.model_view
                 if item is None or item.seq == last_seq:
                     continue
@@ -821,6 +819,8 @@ class Cockpit:
     async def _telemetry_task(self) -> None:
         while True:
             await asyncio.sleep(TELEMETRY_PERIOD_S)
+            if self._watchers:
+                self._new_frame()  # live views notice a gone client even without frames
             if not self.sockets:
                 continue
             try:
@@ -834,10 +834,21 @@ class Cockpit:
 
     def _telemetry(self, client: Client | None) -> dict[str, Any]:
         t = now_s()
-        if t - self._system_at_s >= SYSTEM_PERIOD_S:
-            self._system_facts = self.system.sample()
+        if t - self._system_at_s >= SYSTEM_PERIOD_S or client is not None:
+            # the full status (stage percentiles over thousands of samples) once a second;
+            # the fast-changing fields every tick
+            self._system_facts = self.system.sample() if client is None else self._system_facts
+            self._full_status = self.controls.status()
             self._system_at_s = t
-        s = self.controls.status()
+        loop = self.loop
+        s = {**self._full_status, "state": loop.state.value, "fps": round(loop.rate.fps(), 2),
+             "frames": loop.stats.frames, "driven": loop.stats.driven, "stale": loop.stats.stale,
+             "skipped": loop.stats.skipped, "calibrating": loop.calibrating,
+             "deadman_trips": loop.deadman_trips, "model": self.controls.model.name,
+             "max_speed_pct": loop.max_speed_pct, "armed_requested": self.controls.want_armed,
+             "loading": None if self.controls.loading is None else {
+                 "name": self.controls.loading.name, "phase": self.controls.loading.phase,
+                 "elapsed_s": round(t - self.controls.loading.started_s, 2)}}
         frame = self.feed.frame
         hb_age = self.loop.heartbeat_age_s()
         out = {
