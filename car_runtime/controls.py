@@ -8,7 +8,11 @@ and the flight recorder all drive the car through :class:`DriveControls`.
   then restore the armed state the user asked for -- also when the load fails and the old model
   stays. One load at a time: a second one is refused with :class:`~car_runtime.errors.BusyError`;
 - :meth:`DriveControls.status` is the loop's status plus the model, the load in progress and
-  the facts other parts register (recording, guardian, ...).
+  the facts other parts register (recording, guardian, ...);
+- calibration (:meth:`DriveControls.begin_calibration` ... :meth:`end_calibration`): the loop
+  hands the outputs over, raw pulses go through the same actuator (its deadline watchdog
+  returns them to neutral when they stop) and are held only while the controlling client's
+  heartbeats arrive; :meth:`save_calibration` writes the file atomically and applies it live.
 
 Every model is compiled on :class:`ModelLoader`'s single thread, which never receives
 asynchronous signals (see :func:`block_async_signals`).
@@ -30,6 +34,8 @@ from car_runtime.errors import BusyError, CarRuntimeError, ConfigError, ModelErr
 from car_runtime.timing import now_s
 
 if TYPE_CHECKING:
+    from car_runtime.actuation.calibration import Calibration
+    from car_runtime.actuation.output import DutyWrite
     from car_runtime.config import RunConfig
     from car_runtime.model.metadata import ModelMetadata
     from car_runtime.model.policy import LoadedModel
@@ -130,6 +136,8 @@ class DriveControls:
         self._lock = threading.Lock()
         self._facts: dict[str, Callable[[], Any]] = {}
         self._model_listeners: list[Callable[[ModelInfo], None]] = []
+        self._calibration_lock = threading.Lock()
+        self._calibration_pulse_ns: tuple[int, int] | None = None  # (servo, motor) held
 
     # -- driving ---------------------------------------------------------------------------------
     def arm(self, *, wait_s: float = 0.0) -> tuple[bool, str]:
@@ -137,6 +145,8 @@ class DriveControls:
 
         Returns ``(ok, message)``; with ``wait_s`` it waits up to that long for the loop to be
         armed (it may refuse: a latched fault, or the deadman without a fresh heartbeat)."""
+        if self.loop.calibrating:
+            return False, "not armed: calibrating; finish the calibration first"
         with self._lock:
             self.want_armed = True
             loading = self.loading
@@ -176,6 +186,10 @@ class DriveControls:
         self.loop.set_max_speed_pct(float(pct))
         return float(pct)
 
+    def heartbeat(self) -> None:
+        """The controlling client is alive (feeds the loop's deadman)."""
+        self.loop.heartbeat()
+
     def wait_state(self, target: State, timeout_s: float = STATE_WAIT_S) -> bool:
         """Wait until the loop is in ``target`` (or has ended); True if it got there."""
         deadline_s = now_s() + timeout_s
@@ -203,6 +217,8 @@ class DriveControls:
         with self._lock:
             if self.loading is not None:
                 raise BusyError(f"model {self.loading.name} is loading; wait until it is ready")
+            if self.loop.calibrating:
+                raise BusyError("calibrating: finish the calibration before loading a model")
             self.loading = Loading(name, "waiting", now_s())
             self.loop.disarm()
         log.info("loading model %s (neutral while loading)", name)
@@ -249,6 +265,79 @@ class DriveControls:
     def add_model_listener(self, fn: Callable[[ModelInfo], None]) -> None:
         """Call ``fn(info)`` (in the loading thread) after each successful model swap."""
         self._model_listeners.append(fn)
+
+    # -- calibration -----------------------------------------------------------------------------
+    def begin_calibration(self, *, wait_s: float = STATE_WAIT_S) -> None:
+        """Disarm and hand the outputs from the loop to :meth:`calibration_pulse`.
+
+        BusyError during a model load, or if the loop does not answer within ``wait_s``."""
+        with self._lock:
+            if self.loading is not None:
+                raise BusyError(f"model {self.loading.name} is loading; calibrate when it is ready")
+            self.want_armed = False
+            self.loop.set_calibration_mode(True)
+        if not self._wait(lambda: self.loop.calibrating, wait_s):
+            self.loop.set_calibration_mode(False)
+            raise BusyError("the drive loop did not hand over the outputs; try again")
+        log.info("calibrating: the car is disarmed and the loop writes nothing")
+
+    def calibration_pulse(self, servo_ns: int | None = None, motor_ns: int | None = None) -> DutyWrite:
+        """Write raw pulses (``None`` keeps a channel) within the RC range; held by
+        :meth:`hold_calibration`. ConfigError when not calibrating or out of range."""
+        from car_runtime.cli.calibrate import NUDGE_LIMITS_NS
+
+        lo, hi = NUDGE_LIMITS_NS
+        for name, v in (("servo", servo_ns), ("motor", motor_ns)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+                raise ConfigError(f"{name} pulse must be an integer from {lo} to {hi} ns, got {v!r}")
+        with self._calibration_lock:
+            if not self.loop.calibrating:
+                raise ConfigError("not calibrating: begin the calibration first")
+            w = self.loop.actuator.raw(servo_ns, motor_ns, event="calibrate")
+            self._calibration_pulse_ns = (w.servo_ns, w.motor_ns)
+            return w
+
+    def hold_calibration(self, max_heartbeat_age_s: float) -> bool:
+        """Re-send the held pulse if a heartbeat arrived within ``max_heartbeat_age_s``; else
+        send nothing (the actuator watchdog then writes neutral). Call it more often than the
+        actuator deadline. Returns True if it sent."""
+        with self._calibration_lock:
+            held = self._calibration_pulse_ns
+            if held is None or not self.loop.calibrating:
+                return False
+            if self.loop.heartbeat_age_s() > max_heartbeat_age_s:
+                return False
+            self.loop.actuator.raw(*held, event="calibrate_hold")
+            return True
+
+    def end_calibration(self, *, wait_s: float = STATE_WAIT_S) -> bool:
+        """Stop the pulses and give the outputs back to the loop, which writes neutral."""
+        with self._calibration_lock:
+            self._calibration_pulse_ns = None
+            self.loop.set_calibration_mode(False)
+        return self._wait(lambda: not self.loop.calibrating, wait_s)
+
+    @property
+    def calibration_pulse_ns(self) -> tuple[int, int] | None:
+        return self._calibration_pulse_ns
+
+    def save_calibration(self, cal: "Calibration", path: str | Path | None = None) -> Path:
+        """Save ``cal`` (atomic, previous version kept in the history) to ``path`` (default the
+        run's calibration file) and apply it at once. BusyError while armed."""
+        from car_runtime.actuation.calibration import save_calibration
+
+        if self.loop.state is State.ARMED or self.loop.arm_pending:
+            raise BusyError("the car is armed: STOP before changing the calibration")
+        written = save_calibration(cal, path if path is not None else self.loader.config.calibration)
+        self.loop.actuator.set_calibration(cal)
+        log.info("calibration saved to %s and applied", written)
+        return written
+
+    def _wait(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        deadline_s = now_s() + timeout_s
+        while not predicate() and self.loop.exit_code is None and now_s() < deadline_s:
+            time.sleep(0.005)
+        return predicate()
 
     # -- status ----------------------------------------------------------------------------------
     def add_facts(self, name: str, fn: Callable[[], Any]) -> None:

@@ -95,6 +95,8 @@ class DriveLoop:
         self._deadman_s: float | None = None  # None = no deadman
         self._last_heartbeat_s = -float("inf")
         self.deadman_trips = 0
+        self._calibrating = False  # the loop writes nothing (a calibration tool owns the PWM)
+        self._calibration_request: bool | None = None
 
     # -- control, from any thread ---------------------------------------------------------------
     def arm(self) -> None:
@@ -135,6 +137,20 @@ class DriveLoop:
 
     def heartbeat_age_s(self) -> float:
         return now_s() - self._last_heartbeat_s
+
+    def set_calibration_mode(self, on: bool) -> None:
+        """Hand the outputs to a calibration tool (``on``) or take them back.
+
+        Applied at the next iteration (watch :attr:`calibrating`): entering disarms (neutral)
+        and from then on the loop takes frames but writes nothing and refuses to arm; the
+        tool writes raw pulses through the actuator, whose deadline watchdog returns them to
+        neutral when they stop. Leaving writes neutral and the loop drives (disarmed) again."""
+        with self._lock:
+            self._calibration_request = bool(on)
+
+    @property
+    def calibrating(self) -> bool:
+        return self._calibrating
 
     def add_step_hook(self, hook: StepHook) -> None:
         """Call ``hook(result, write, state)`` in the loop thread after every write.
@@ -181,10 +197,24 @@ class DriveLoop:
         with self._lock:
             events, self._events = self._events, []
             pending, self._pending_pipeline = self._pending_pipeline, None
+            calibrate, self._calibration_request = self._calibration_request, None
         if pending is not None:
             pending.mapper.max_speed_pct = self.pipeline.mapper.max_speed_pct
             self.pipeline = pending
+        if calibrate is not None and calibrate != self._calibrating:
+            if calibrate:
+                if self.state is not State.DISARMED:
+                    self._apply(Event.DISARM)
+                self._calibrating = True
+                log.info("calibration mode: the loop writes nothing until it ends")
+            else:
+                self._calibrating = False
+                log.info("calibration mode ended")
+                self._neutral(None, event="calibration_end")
         for event in events:
+            if event is Event.ARM and self._calibrating:
+                log.warning("arm refused: calibrating")
+                continue
             if event is Event.ARM and self._deadman_lost():
                 log.warning("arm refused: no heartbeat from the controlling client for %.0f ms",
                             self.heartbeat_age_s() * 1e3)
@@ -256,7 +286,8 @@ class DriveLoop:
                 last_seq = frame.seq
                 self.stats.frames += 1
                 self.rate.tick()
-                self.drive_one(frame)
+                if not self._calibrating:
+                    self.drive_one(frame)
             else:
                 code, reason = self._stop_code, self._stop_reason
         except Exception as exc:  # any stage failure: neutral, then exit with FAULT
@@ -323,6 +354,7 @@ class DriveLoop:
             "deadman_ms": None if self._deadman_s is None else round(self._deadman_s * 1e3, 1),
             "deadman_trips": self.deadman_trips,
             "hook_errors": self.hook_errors,
+            "calibrating": self._calibrating,
             "stages": self.pipeline.timer.summary(),
         }
 

@@ -16,7 +16,7 @@ from car_runtime import __version__
 from car_runtime.errors import CarRuntimeError
 
 COMMANDS = ("run", "inspect", "bench", "replay", "runs", "calibrate", "neutral", "ros",
-            "install_service")
+            "install_service", "web_password")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="DIR", dest="record_dir",
                    help="flight recorder: each driving session becomes a rosbag2 in DIR "
                         "(see `car-runtime runs DIR`)")
+    p.add_argument("--web", metavar="[HOST:]PORT",
+                   help="serve the race-day cockpit (e.g. 8080; docs/web.md)")
+    p.add_argument("--web-password-file", dest="web_password_file", metavar="PATH",
+                   help="cockpit password file (set it with `car-runtime web-password`)")
     p.add_argument("--status-interval", type=float, dest="status_interval_s",
                    help="seconds between status lines (0 = off; default 1)")
     p.set_defaults(func=run)
@@ -92,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.ExitStack() as adapters:
                 # Adapters (flight recorder, web cockpit) attach here, through `controls` only.
                 adapters.enter_context(recording.attach(controls, cfg))
+                if cfg.web is not None:
+                    from car_runtime import web
+
+                    adapters.enter_context(web.serve(controls, cfg))
                 code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
         s = loop.status()
         total = s["stages"].get("total", {})
