@@ -68,19 +68,15 @@ class Plan:
 
 
 def source_dir() -> Path:
-    """Where the shipped unit, rule and example config are (package data, else the checkout)."""
-    here = Path(__file__).resolve().parent.parent  # car_runtime/
-    for candidate in (here / "data" / "systemd", here.parent / "systemd"):
-        if (candidate / UNIT_NAME).is_file():
-            return candidate
-    from car_runtime.errors import ConfigError
+    """Where the shipped unit, rule and example config are (package data)."""
+    from car_runtime import data
 
-    raise ConfigError(
-        f"cannot find {UNIT_NAME} (looked in {here / 'data' / 'systemd'} and "
-        f"{here.parent / 'systemd'}); "
-        "install car-runtime from a checkout (`pip install -e .`) or copy systemd/ by hand "
-        "(see systemd/README.md)"
-    )
+    if not (data.SYSTEMD / UNIT_NAME).is_file():
+        from car_runtime.errors import ConfigError
+
+        raise ConfigError(f"{data.SYSTEMD / UNIT_NAME} is missing from the installed package; "
+                          "reinstall car-runtime (pip install --force-reinstall car-runtime-*.whl)")
+    return data.SYSTEMD
 
 
 def find_executable(explicit: str | None) -> str:
