@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from car_runtime.config import MAX_SPEED_DEFAULTS, describe_max_speed
 from car_runtime.errors import ConfigError, SourceError
 from car_runtime.timing import PIPELINE_STAGES, TOTAL, StageTimer, now_s
 from car_runtime.vision.frame import Frame, Image, LatestFrameSlot
@@ -78,7 +79,7 @@ class BenchSettings:
     warmup: int = 30
     output: str = "record:"
     calibration: str | None = None  # None: stock file if present, else defaults
-    max_speed_pct: float = 0.0  # bench never spins the motor unless asked
+    max_speed_pct: float = MAX_SPEED_DEFAULTS["bench"]  # the motor never spins unless asked
     deadline_s: float = 0.1  # as ``run`` (its default --deadline-ms 100)
     max_frame_age_s: float = 0.1  # as ``run``
 
@@ -635,7 +636,7 @@ def format_table(result: BenchResult, camera_fps: float) -> str:
         f"host      {host_description()}",
         f"frames    {result.frames}; {s.frames_count} measured after {s.warmup} warm-up",
         f"output    {s.output}{' (memory)' if s.output.strip() == 'record:' else ''}, "
-        f"max speed {s.max_speed_pct:g} %",
+        + describe_max_speed(s.max_speed_pct, "bench"),
         "",
         f"load (archive -> ready)  {result.load_s:7.3f} s  (read {result.read_s:.3f} s, "
         f"compile {result.compile_s:.3f} s)",

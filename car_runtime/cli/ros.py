@@ -44,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         import rclpy  # noqa: F401
 
-        from car_runtime.ros import node
+        from car_runtime.ros import log_bridge, node
     except ImportError as exc:
         if (exc.name or "").startswith("car_runtime"):
             raise
         raise CarRuntimeError(f"the ros command needs rclpy ({exc}); {INSTALL_HINT}") from None
+    log_bridge.install(verbose=getattr(args, "verbose", False))  # one log format: ROS's
     argv = ["car-runtime"]
     if args.ros_args is not None:
         argv += ["--ros-args", *args.ros_args]
