@@ -52,7 +52,6 @@ STAGES = (*PIPELINE_STAGES, TOTAL)
 #: Percentile keys per stage in the report and in ``--json``.
 PCT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "max_ms")
 
-FOOTAGE_NAME = "car-event-track-seq-160x120"
 CAMERA_WIDTH, CAMERA_HEIGHT = 640, 480
 JPEG_QUALITY = 80
 HINTS = ("latency", "throughput")
@@ -185,14 +184,10 @@ class FrameSupply:
 
 
 def default_footage_dir() -> Path | None:
-    """The bundled real footage: inside the package (``car_runtime/data/footage``) or the repo's
-    ``tests/data/footage`` (a source checkout); None if neither is present."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "data" / "footage" / FOOTAGE_NAME,
-                   here.parent / "tests" / "data" / "footage" / FOOTAGE_NAME):
-        if folder.is_dir():
-            return folder
-    return None
+    """The bundled real footage (package data ``car_runtime/data/footage``); None if absent."""
+    from car_runtime import data
+
+    return data.FOOTAGE if data.FOOTAGE.is_dir() else None
 
 
 def camera_like_jpegs(folder: Path, *, width: int = CAMERA_WIDTH, height: int = CAMERA_HEIGHT,

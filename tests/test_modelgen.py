@@ -413,7 +413,7 @@ def test_copied_metadata_and_footage(metadata_dir, footage_dir, footage_seq_dir)
     assert cv2.imread(str(footage_dir / "sim-demo-stills-640x480" / "png-rgba" / "dr-demo-1.png"),
                       cv2.IMREAD_UNCHANGED).shape == (480, 640, 4)
     assert len(list((footage_dir / "car-foam-mat-track-640x480").glob("*.png"))) == 6
-    for folder in (footage_dir / "car-event-track-seq-160x120", footage_dir / "sim-demo-stills-640x480",
+    for folder in (footage_seq_dir, footage_dir / "sim-demo-stills-640x480",
                    footage_dir / "car-foam-mat-track-640x480", metadata_dir, metadata_dir.parent / "models"):
         assert "Licence" in (folder / "PROVENANCE.md").read_text()
 

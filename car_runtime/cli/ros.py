@@ -3,7 +3,7 @@
 Example (a laptop, no hardware; parameters as in the README's ROS 2 table)::
 
     car-runtime ros --ros-args -p model_path:=models/demo-untrained-deep-ffc-discrete.tar.gz \\
-        -p camera:=tests/data/footage/car-event-track-seq-160x120 -p fps:=15.0 \\
+        -p camera:=car_runtime/data/footage/car-event-track-seq-160x120 -p fps:=15.0 \\
         -p output:=record:drive.jsonl
     ros2 service call /car_runtime/enable std_srvs/srv/SetBool "{data: true}"
 

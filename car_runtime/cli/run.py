@@ -3,7 +3,7 @@
 Example (a laptop, no hardware)::
 
     car-runtime run --model models/demo-untrained-deep-ffc-discrete.tar.gz \\
-        --camera tests/data/footage/car-event-track-seq-160x120 --fps 15 \\
+        --camera car_runtime/data/footage/car-event-track-seq-160x120 --fps 15 \\
         --output record:drive.jsonl --arm
 """
 
