@@ -482,8 +482,13 @@ def unit_file(roots: Roots, unit: str) -> Path | None:
 
 
 def unit_enabled(roots: Roots, unit: str) -> bool:
-    """``systemctl enable`` links the unit into a ``*.wants`` folder under /etc/systemd/system."""
-    return any((roots.etc / "systemd" / "system").glob(f"*.wants/{unit}"))
+    """``systemctl enable`` links the unit into a ``*.wants`` folder under /etc/systemd/system
+    (the link may point outside a mounted tree: its presence is what counts)."""
+    try:
+        folders = list((roots.etc / "systemd" / "system").iterdir())
+    except OSError:
+        return False
+    return any(d.name.endswith(".wants") and os.path.lexists(d / unit) for d in folders)
 
 
 def processes(roots: Roots) -> list[tuple[int, list[str]]]:

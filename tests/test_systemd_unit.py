@@ -174,7 +174,9 @@ def test_install_service_into_a_prefix(tmp_path, capsys):
         "etc/car-runtime/config.yaml",
         "etc/systemd/system/car-runtime.service",
         "etc/udev/rules.d/99-car-runtime.rules",
+        "usr/local/bin/car-runtime",  # a link to EXE: `sudo car-runtime` works
     ]
+    assert (tmp_path / "usr/local/bin/car-runtime").resolve() == Path(EXE).resolve()
 
 
 def test_install_service_keeps_an_existing_config(tmp_path, capsys):
