@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the car_runtime ROS 2 node over the same drive loop as `run`. "
         "Starts disarmed unless -p arm:=true; arm with the ~/enable service.",
     )
+    p.add_argument("--launch-file", action="store_true", dest="launch_file",
+                   help="print the path of the installed ROS 2 launch file and exit "
+                        "(ros2 launch $(car-runtime ros --launch-file) model_path:=...)")
     p.add_argument(
         "--ros-args",
         nargs=argparse.REMAINDER,
@@ -40,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from car_runtime.errors import CarRuntimeError
+
+    if args.launch_file:
+        from car_runtime import data
+
+        print(data.LAUNCH / "car_runtime.launch.py")
+        return 0
 
     try:
         import rclpy  # noqa: F401
