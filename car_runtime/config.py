@@ -109,10 +109,11 @@ class RunConfig:
 
 #: Each command's default max speed: run (and the service, the ROS node) starts like the stock
 #: slider; replay and inspect show the model's full range; bench keeps the motor at neutral.
-MAX_SPEED_DEFAULTS = {"run": RunConfig.max_speed_pct, "replay": 100.0, "inspect": 100.0,
-                      "bench": 0.0}
-_MAX_SPEED_WHY = {"run": "like the stock slider", "replay": "the model's full speed",
-                  "inspect": "the model's full speed", "bench": "the motor stays at neutral"}
+MAX_SPEED_DEFAULTS = {"run": RunConfig.max_speed_pct, "ros": RunConfig.max_speed_pct,
+                      "replay": 100.0, "inspect": 100.0, "bench": 0.0}
+_MAX_SPEED_WHY = {"run": "like the stock slider", "ros": "like the stock slider",
+                  "replay": "the model's full speed", "inspect": "the model's full speed",
+                  "bench": "the motor stays at neutral"}
 
 
 def describe_max_speed(pct: float, command: str) -> str:
@@ -120,7 +121,8 @@ def describe_max_speed(pct: float, command: str) -> str:
     which max speed is in force and, when it is that command's default, that it is."""
     text = f"max speed {pct:g} %"
     if pct == MAX_SPEED_DEFAULTS[command]:
-        text += f" ({command}'s default, {_MAX_SPEED_WHY[command]}; --max-speed-pct to change)"
+        change = "-p max_speed_pct:=P" if command == "ros" else "--max-speed-pct"
+        text += f" ({command}'s default, {_MAX_SPEED_WHY[command]}; {change} to change)"
     return text
 
 

@@ -27,4 +27,6 @@ def test_one_log_format(demo_model, footage_seq_dir, tmp_path, car_runtime_cmd, 
     assert any(line.startswith("[WARN]") and "[car_runtime.actuation.calibration]" in line
                and "not found" in line for line in lines), lines
     assert any("[car_runtime.runtime]" in line and "drive loop ended" in line for line in lines)
-    assert any("[car_runtime]: model demo-untrained" in line for line in lines)  # the node's own
+    start = next(line for line in lines if "[car_runtime]: model demo-untrained" in line)
+    assert "disarmed (arm: call ~/enable)" in start  # how to arm
+    assert "max speed 50 % (ros's default, like the stock slider; -p max_speed_pct:=P" in start
