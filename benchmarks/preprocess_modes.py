@@ -36,11 +36,11 @@ MODES = ("training", "fast")
 
 
 def footage_sets() -> dict[str, list[bytes]]:
-    def jpegs(folder: str) -> list[bytes]:
+    def jpegs(folder: str | Path) -> list[bytes]:
         return [p.read_bytes() for p in sorted((FOOTAGE / folder).glob("*.jpg"))]
 
     sets = {
-        "car-seq-160x120 (100 JPEG)": jpegs("car-event-track-seq-160x120"),
+        "car-seq-160x120 (100 JPEG)": jpegs(REPO / "car_runtime/data/footage/car-event-track-seq-160x120"),
         "sim-stills-640x480 (3 JPEG)": jpegs("sim-demo-stills-640x480"),
     }
     real = []

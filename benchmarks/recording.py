@@ -40,7 +40,7 @@ from car_runtime.runtime import DriveLoop
 from car_runtime.vision.sources import ImageFolderSource
 
 ROOT = Path(__file__).resolve().parents[1]
-FOOTAGE = ROOT / "tests/data/footage/car-event-track-seq-160x120"
+FOOTAGE = ROOT / "car_runtime/data/footage/car-event-track-seq-160x120"
 
 
 def make_frames(out: Path, count: int) -> None:

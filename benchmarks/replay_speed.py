@@ -19,7 +19,7 @@ import cv2
 from car_runtime.replay import ReplayOptions, replay
 
 ROOT = Path(__file__).resolve().parents[1]
-FOOTAGE = ROOT / "tests/data/footage/car-event-track-seq-160x120"
+FOOTAGE = ROOT / "car_runtime/data/footage/car-event-track-seq-160x120"
 MODELS = {
     "demo (deep, 4.9 MB)": ROOT / "models/demo-untrained-deep-ffc-discrete.tar.gz",
     "real-size shallow (23 MB)": ROOT / "models/shallow_ffc_discrete_realsize",

@@ -33,7 +33,7 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-FOOTAGE = ROOT / "tests/data/footage/car-event-track-seq-160x120"
+FOOTAGE = ROOT / "car_runtime/data/footage/car-event-track-seq-160x120"
 MODEL = ROOT / "models/demo-untrained-deep-ffc-discrete.tar.gz"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from car_runtime.config import MAX_SPEED_DEFAULTS, describe_max_speed
 from car_runtime.errors import ConfigError, SourceError
 from car_runtime.timing import PIPELINE_STAGES, TOTAL, StageTimer, now_s
 from car_runtime.vision.frame import Frame, Image, LatestFrameSlot
@@ -51,7 +52,6 @@ STAGES = (*PIPELINE_STAGES, TOTAL)
 #: Percentile keys per stage in the report and in ``--json``.
 PCT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "max_ms")
 
-FOOTAGE_NAME = "car-event-track-seq-160x120"
 CAMERA_WIDTH, CAMERA_HEIGHT = 640, 480
 JPEG_QUALITY = 80
 HINTS = ("latency", "throughput")
@@ -78,7 +78,7 @@ class BenchSettings:
     warmup: int = 30
     output: str = "record:"
     calibration: str | None = None  # None: stock file if present, else defaults
-    max_speed_pct: float = 0.0  # bench never spins the motor unless asked
+    max_speed_pct: float = MAX_SPEED_DEFAULTS["bench"]  # the motor never spins unless asked
     deadline_s: float = 0.1  # as ``run`` (its default --deadline-ms 100)
     max_frame_age_s: float = 0.1  # as ``run``
 
@@ -184,14 +184,10 @@ class FrameSupply:
 
 
 def default_footage_dir() -> Path | None:
-    """The bundled real footage: inside the package (``car_runtime/data/footage``) or the repo's
-    ``tests/data/footage`` (a source checkout); None if neither is present."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "data" / "footage" / FOOTAGE_NAME,
-                   here.parent / "tests" / "data" / "footage" / FOOTAGE_NAME):
-        if folder.is_dir():
-            return folder
-    return None
+    """The bundled real footage (package data ``car_runtime/data/footage``); None if absent."""
+    from car_runtime import data
+
+    return data.FOOTAGE if data.FOOTAGE.is_dir() else None
 
 
 def camera_like_jpegs(folder: Path, *, width: int = CAMERA_WIDTH, height: int = CAMERA_HEIGHT,
@@ -635,7 +631,7 @@ def format_table(result: BenchResult, camera_fps: float) -> str:
         f"host      {host_description()}",
         f"frames    {result.frames}; {s.frames_count} measured after {s.warmup} warm-up",
         f"output    {s.output}{' (memory)' if s.output.strip() == 'record:' else ''}, "
-        f"max speed {s.max_speed_pct:g} %",
+        + describe_max_speed(s.max_speed_pct, "bench"),
         "",
         f"load (archive -> ready)  {result.load_s:7.3f} s  (read {result.read_s:.3f} s, "
         f"compile {result.compile_s:.3f} s)",

@@ -107,6 +107,25 @@ class RunConfig:
         return from_mapping({**dataclasses.asdict(self), **changes})
 
 
+#: Each command's default max speed: run (and the service, the ROS node) starts like the stock
+#: slider; replay and inspect show the model's full range; bench keeps the motor at neutral.
+MAX_SPEED_DEFAULTS = {"run": RunConfig.max_speed_pct, "ros": RunConfig.max_speed_pct,
+                      "replay": 100.0, "inspect": 100.0, "bench": 0.0}
+_MAX_SPEED_WHY = {"run": "like the stock slider", "ros": "like the stock slider",
+                  "replay": "the model's full speed", "inspect": "the model's full speed",
+                  "bench": "the motor stays at neutral"}
+
+
+def describe_max_speed(pct: float, command: str) -> str:
+    """``max speed 50 % (run's default, like the stock slider; ...)``: every command says
+    which max speed is in force and, when it is that command's default, that it is."""
+    text = f"max speed {pct:g} %"
+    if pct == MAX_SPEED_DEFAULTS[command]:
+        change = "-p max_speed_pct:=P" if command == "ros" else "--max-speed-pct"
+        text += f" ({command}'s default, {_MAX_SPEED_WHY[command]}; {change} to change)"
+    return text
+
+
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 _FLOAT_FIELDS = tuple(f.name for f in fields(RunConfig) if str(f.type).startswith("float"))
 DEFAULT_WEB_HOST = "0.0.0.0"

@@ -39,3 +39,16 @@ class SourceError(CarRuntimeError):
 
 class BusyError(CarRuntimeError):
     """The request cannot be served now (e.g. a model is loading); try again when it is done."""
+
+
+def require_module(module: str, flag: str) -> None:
+    """Raise :class:`ConfigError` up front if ``flag`` needs ``module`` and it cannot be
+    imported (``--plot needs matplotlib, which is not installed; run `pip install matplotlib`
+    or drop --plot``): one message for every command with that flag."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{flag} needs {module}, which is not installed; "
+                          f"run `pip install {module}` or drop {flag}") from None

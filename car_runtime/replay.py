@@ -45,8 +45,9 @@ from car_runtime.actuation.calibration import (
     load_calibration,
 )
 from car_runtime.actuation.output import Actuator, DutyWrite, open_output
+from car_runtime.config import MAX_SPEED_DEFAULTS, describe_max_speed
 from car_runtime.control import safety
-from car_runtime.errors import ConfigError, SourceError
+from car_runtime.errors import ConfigError, SourceError, require_module
 from car_runtime.model.metadata import DiscreteActionSpace
 from car_runtime.model.policy import LoadedModel
 from car_runtime.pipeline import Pipeline, StepResult
@@ -58,7 +59,7 @@ LOG_KEYS = ("frame", "t", "action_index", "output", "steering_angle", "speed", "
             "throttle", "servo_ns", "motor_ns")
 #: Rate assumed for an image folder when ``--fps`` is not given.
 #: Replay shows the car at full scale unless told otherwise (the car's slider defaults to 50 %).
-DEFAULT_MAX_SPEED_PCT = 100.0
+DEFAULT_MAX_SPEED_PCT = MAX_SPEED_DEFAULTS["replay"]
 #: ``--compare`` with a continuous model: commands differing by more than this count as different.
 DEFAULT_COMPARE_TOL = 0.05
 
@@ -610,12 +611,7 @@ def _check_options(opts: ReplayOptions) -> dict[str, Path]:
     if opts.compare_log and not opts.compare:
         raise ConfigError("--compare-log needs --compare OTHER_MODEL")
     if opts.plot:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            raise ConfigError(
-                "--plot needs matplotlib; install it with `pip install 'car-runtime[replay]'`"
-            )
+        require_module("matplotlib", "--plot")
     outputs = {}
     for key, what in (("log", "log"), ("video", "video"), ("plot", "plot"),
                       ("compare_log", "compare log")):
@@ -644,11 +640,8 @@ def _header(opts: ReplayOptions, models: list[LoadedModel], paths: list[CarPath]
     damage = getattr(source, "damage", None)
     if damage is not None:
         lines.append(damage.describe())
-    pct_note = ""
-    if opts.max_speed_pct == DEFAULT_MAX_SPEED_PCT:
-        pct_note = " (replay default; the car's slider starts at 50 %)"
     lines.append(
-        f"max speed {opts.max_speed_pct:g} %{pct_note}, preprocess {opts.preprocess}, "
+        f"{describe_max_speed(opts.max_speed_pct, 'replay')}, preprocess {opts.preprocess}, "
         f"calibration: {cal_desc}"
     )
     return lines

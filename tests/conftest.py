@@ -92,15 +92,18 @@ def metadata_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def footage_dir() -> Path:
-    """``tests/data/footage``: car-event-track-seq-160x120/, sim-demo-stills-640x480/ (+ png-rgba/),
-    car-foam-mat-track-640x480/."""
+    """``tests/data/footage``: sim-demo-stills-640x480/ (+ png-rgba/), car-foam-mat-track-640x480/
+    (car-event-track-seq-160x120/ is package data: :func:`footage_seq_dir`)."""
     return _must_exist(DATA_DIR / "footage")
 
 
 @pytest.fixture(scope="session")
 def footage_seq_dir() -> Path:
-    """100 consecutive real-car frames, 160x120 colour JPEG, ``000000.jpg`` .. ``000099.jpg``."""
-    return _must_exist(DATA_DIR / "footage" / "car-event-track-seq-160x120")
+    """100 consecutive real-car frames, 160x120 colour JPEG, ``000000.jpg`` .. ``000099.jpg``
+    (package data: ``bench`` uses them on the car)."""
+    from car_runtime import data
+
+    return _must_exist(data.FOOTAGE)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -32,3 +33,12 @@ def read_video(path: str | Path) -> tuple[list[np.ndarray], float]:
     fps = cap.get(cv2.CAP_PROP_FPS)
     cap.release()
     return frames, fps
+
+
+def extract_all(tar: tarfile.TarFile, dest: str | Path) -> None:
+    """``tar.extractall`` with the "data" filter where this Python has it (3.10.12+, 3.11.4+,
+    3.12): older patch levels have no ``filter`` argument. Only for archives the tests made."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+    else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
+        tar.extractall(dest)

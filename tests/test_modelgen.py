@@ -19,6 +19,7 @@ import openvino as ov
 import pytest
 
 import modelgen as mg
+from helpers import extract_all
 from modelgen import Member, TinyNet
 
 TOL = 1e-5
@@ -243,7 +244,7 @@ def test_layout_archives(tmp_path, ov_f32):
     ir = mg.ir_archive(tmp_path / "i.tar.gz", xml, meta, model_pb=pb)
     assert [m.name for m in _members(ir)] == ["model.xml", "model.bin", "agent/model.pb", "model_metadata.json"]
     with tarfile.open(ir) as tar:
-        tar.extractall(tmp_path / "out", filter="data")
+        extract_all(tar, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "model_metadata.json").read_text()) == meta
     x, _, feeds = _feeds(net, layout="NCHW")
     got = _run(CORE.read_model(str(tmp_path / "out" / "model.xml")), feeds, ov_f32)
@@ -383,7 +384,7 @@ def test_deep_archive_and_demo_model(deep_archive, deep_reference_io, demo_model
     assert demo_model.read_bytes() == deep_archive.read_bytes()
     assert [m.name for m in _members(deep_archive)] == ["agent/model.pb", "model_metadata.json"]
     with tarfile.open(deep_archive) as tar:
-        tar.extractall(tmp_path, filter="data")
+        extract_all(tar, tmp_path)
     pb = tmp_path / "agent" / "model.pb"
     assert hashlib.sha256(pb.read_bytes()).hexdigest() == _manifest(data_dir)["deep_ffc_discrete"]["model_pb_sha256"]
     assert len(json.loads((tmp_path / "model_metadata.json").read_text())["action_space"]) == 10
@@ -412,7 +413,7 @@ def test_copied_metadata_and_footage(metadata_dir, footage_dir, footage_seq_dir)
     assert cv2.imread(str(footage_dir / "sim-demo-stills-640x480" / "png-rgba" / "dr-demo-1.png"),
                       cv2.IMREAD_UNCHANGED).shape == (480, 640, 4)
     assert len(list((footage_dir / "car-foam-mat-track-640x480").glob("*.png"))) == 6
-    for folder in (footage_dir / "car-event-track-seq-160x120", footage_dir / "sim-demo-stills-640x480",
+    for folder in (footage_seq_dir, footage_dir / "sim-demo-stills-640x480",
                    footage_dir / "car-foam-mat-track-640x480", metadata_dir, metadata_dir.parent / "models"):
         assert "Licence" in (folder / "PROVENANCE.md").read_text()
 

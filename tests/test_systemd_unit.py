@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from car_runtime import data
 from car_runtime.cli import install_service
 from car_runtime.cli.main import build_parser, main
 from car_runtime.config import RunConfig, from_mapping, load_yaml
 from car_runtime.control.safety import ExitCode
 
-ROOT = Path(__file__).resolve().parents[1]
-SYSTEMD = ROOT / "systemd"
+SYSTEMD = data.SYSTEMD
 UNIT = SYSTEMD / "car-runtime.service"
 EXE = str(Path(sys.executable).parent / "car-runtime")  # the installed console script
 
@@ -174,7 +174,9 @@ def test_install_service_into_a_prefix(tmp_path, capsys):
         "etc/car-runtime/config.yaml",
         "etc/systemd/system/car-runtime.service",
         "etc/udev/rules.d/99-car-runtime.rules",
+        "usr/local/bin/car-runtime",  # a link to EXE: `sudo car-runtime` works
     ]
+    assert (tmp_path / "usr/local/bin/car-runtime").resolve() == Path(EXE).resolve()
 
 
 def test_install_service_keeps_an_existing_config(tmp_path, capsys):

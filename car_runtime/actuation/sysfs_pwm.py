@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PWM_ROOT = Path("/sys/class/pwm")
 DEFAULT_GPIO_ROOT = Path("/sys/class/gpio")
 STOCK_PCI_DEVICE = "0000:00:17.0"
-UDEV_RULE = "systemd/99-car-runtime.rules"
+UDEV_RULE = "99-car-runtime.rules"
 UDEV_FIX = (
-    f"install the udev rule {UDEV_RULE} (sudo cp {UDEV_RULE} /etc/udev/rules.d/ && "
-    "sudo udevadm control --reload && sudo udevadm trigger), add your user to group car-runtime "
+    f"install the udev rule {UDEV_RULE} (sudo car-runtime install-service; it reloads udev), "
+    "add your user to group car-runtime "
     "(sudo usermod -aG car-runtime $USER, then log in again), or run as root"
 )
 

@@ -103,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from car_runtime import bench
-    from car_runtime.errors import ConfigError
+    from car_runtime.errors import require_module
 
     if not getattr(args, "verbose", False):  # keep the report clean (arming, font cache...)
-        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("car_runtime").setLevel(logging.WARNING)
 
     settings = bench.BenchSettings(
         model=args.model,
@@ -121,12 +121,8 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         max_speed_pct=args.max_speed_pct,
     ).validate()
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401  -- fail before measuring, not after
-        except ImportError:
-            raise ConfigError("--plot needs matplotlib, which is not installed; "
-                              "run `pip install matplotlib` or drop --plot") from None
+    if args.plot:  # fail before measuring, not after
+        require_module("matplotlib", "--plot")
     source = {"frames": args.frames, "camera": args.camera, "camera_fps": args.camera_fps}
 
     if args.sweep:

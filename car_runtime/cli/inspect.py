@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from car_runtime.config import MAX_SPEED_DEFAULTS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -36,15 +38,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Load a model (archive, folder, model.pb or model.xml) like `run` does and "
         "describe it. --image runs still images through the car's own decision code.",
     )
-    p.add_argument("model", metavar="MODEL", help="model.tar.gz, model folder, model.pb or model.xml")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="model.tar.gz, model folder, model.pb or model.xml (or --model MODEL)")
+    p.add_argument("--model", dest="model_flag", metavar="MODEL",
+                   help="the same, spelled as in run, bench and replay")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument(
         "--image", action="append", default=[], metavar="PATH",
         help="a JPEG/PNG to decide on (repeatable); stereo models: LEFT,RIGHT",
     )
     p.add_argument(
-        "--max-speed-pct", type=float, default=100.0, dest="max_speed_pct", metavar="P",
-        help="throttle scale 0-100 for the action table and decisions (default 100)",
+        "--max-speed-pct", type=float, default=MAX_SPEED_DEFAULTS["inspect"],
+        dest="max_speed_pct", metavar="P",
+        help="throttle scale 0-100 for the action table and decisions (default 100; "
+             "`run` defaults to 50)",
     )
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU (default), GPU, AUTO")
     p.add_argument("--precision", default="f32", choices=("f32", "f16", "bf16"),
@@ -131,6 +138,7 @@ def inspect_model(args: argparse.Namespace) -> dict[str, Any]:
             result["decisions"] = decisions
         text = {
             "source": str(loaded.bundle.source),
+            "member": loaded.bundle.member,
             "kind": loaded.bundle.kind + (
                 ", frozen TF graph (.pb)" if loaded.bundle.fmt == "pb" else ", OpenVINO IR"
             ),
@@ -151,11 +159,13 @@ def _fmt_shape(shape: list[int]) -> str:
 
 def format_summary(info: dict[str, Any], args: argparse.Namespace) -> str:
     """The human-readable summary."""
+    from car_runtime.config import describe_max_speed
     from car_runtime.model.metadata import ContinuousActionSpace
 
     j, t = info["json"], info["text"]
+    loaded_file = "" if t["member"] == Path(t["source"]).name else f": loaded {t['member']}"
     lines = [
-        f"model       {t['source']} ({t['kind']})",
+        f"model       {t['source']}{loaded_file} ({t['kind']})",
         f"sensors     {', '.join(j['sensors'])}",
         f"algorithm   {j['training_algorithm']}",
         f"network     {t['network']}   (metadata version {t['version']})",
@@ -170,6 +180,7 @@ def format_summary(info: dict[str, Any], args: argparse.Namespace) -> str:
         f"(read {t['read_s'] * 1e3:.0f} ms, compile {t['compile_s'] * 1e3:.0f} ms; {t['device']})"
     )
     pct = args.max_speed_pct
+    lines.append(f"speed       {describe_max_speed(pct, 'inspect')}")
     if "actions" in j:
         lines += ["", f"action table at max speed {pct:g} %:",
                   "  idx  steering_deg  speed_mps    angle  throttle"]
@@ -203,6 +214,15 @@ def format_summary(info: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from car_runtime.errors import ConfigError
+
+    if args.model and args.model_flag and args.model != args.model_flag:
+        raise ConfigError(f"two models given ({args.model} and --model {args.model_flag}); "
+                          "pass one")
+    args.model = args.model or args.model_flag
+    if not args.model:
+        raise ConfigError("no model given; pass MODEL or --model MODEL (a model.tar.gz, "
+                          "model folder, model.pb or model.xml)")
     info = inspect_model(args)
     if args.json:
         json.dump(info["json"], sys.stdout, indent=2, allow_nan=False)

@@ -3,7 +3,7 @@
 Example (runs on a fresh checkout)::
 
     car-runtime replay --model models/demo-untrained-deep-ffc-discrete.tar.gz \\
-        tests/data/footage/car-event-track-seq-160x120 \\
+        car_runtime/data/footage/car-event-track-seq-160x120 \\
         -o replay.mp4 --log replay.jsonl --plot replay.png
 """
 

@@ -3,13 +3,18 @@
 Example (a laptop, no hardware)::
 
     car-runtime run --model models/demo-untrained-deep-ffc-discrete.tar.gz \\
-        --camera tests/data/footage/car-event-track-seq-160x120 --fps 15 \\
+        --camera car_runtime/data/footage/car-event-track-seq-160x120 --fps 15 \\
         --output record:drive.jsonl --arm
 """
 
 from __future__ import annotations
 
 import argparse
+
+
+#: Printed when ``run`` starts disarmed: how to make the car drive.
+DISARMED_HINT = ("disarmed: the wheels stay at neutral; to drive, start with --arm "
+                 "(or `arm: true` in the --config file)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from car_runtime import recording
-    from car_runtime.config import FIELD_NAMES, resolve
+    from car_runtime.config import FIELD_NAMES, describe_max_speed, resolve
     from car_runtime.controls import DriveControls, ModelInfo, ModelLoader
     from car_runtime.errors import ConfigError
     from car_runtime.runtime import DriveLoop, drive_with_signals, open_actuator
@@ -78,10 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
-            f"{'ARMED' if cfg.arm else 'disarmed'}, max speed {cfg.max_speed_pct:g} %, "
+            f"{'ARMED' if cfg.arm else 'disarmed'}, {describe_max_speed(cfg.max_speed_pct, 'run')}, "
             f"deadline {cfg.deadline_ms:g} ms",
             flush=True,
         )
+        if not cfg.arm:
+            print(DISARMED_HINT, flush=True)
         with open_source(cfg.camera, fps=cfg.fps, stereo=loaded.metadata.is_stereo) as source:
             loop = DriveLoop(
                 source,

@@ -45,6 +45,9 @@ class ModelBundle:
     fmt: str  # "pb" | "ir"
     name: str
     _tmpdir: Path | None = None
+    #: The model file as the owner sees it: the archive member, the path inside the folder,
+    #: or the file's name.
+    member: str = ""
 
     def close(self) -> None:
         if self._tmpdir is not None:
@@ -163,6 +166,47 @@ def _metadata_in(root: Path, model_path: Path, where: str) -> Path:
     )
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # local file header, empty archive
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mjpeg", ".mjpg", ".h264")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def refuse_zip(path: Path) -> None:
+    """A ``.zip``, or a zip renamed ``.tar.gz``, gets its own message (tarfile's would be
+    "not a gzip file"): say what it is and how to use it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return
+    if head in _ZIP_MAGIC:
+        raise ModelError(
+            f"{path.name} is a zip, not a tar.gz; unzip it (`unzip {path.name} -d "
+            f"{model_name(path)}`) and pass the folder, or download the model again as a "
+            "model.tar.gz"
+        )
+
+
+def looks_like_frames(path: Path) -> str | None:
+    """What ``path`` is if it is camera input rather than a model (a video, an image or a
+    folder of them, a rosbag2), else None: the hint for swapped --model and input arguments."""
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in _VIDEO_SUFFIXES:
+            return "a video"
+        if suffix in _IMAGE_SUFFIXES:
+            return "an image"
+        return None
+    if path.is_dir():
+        if (path / "metadata.yaml").is_file():
+            return "a rosbag2 recording"
+        if any(p.suffix.lower() in (".pb", ".xml") for p in path.rglob("*")):
+            return None
+        if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in path.iterdir()):
+            return "a folder of images"
+    return None
+
+
 def open_model(path: str | Path) -> ModelBundle:
     """Resolve ``path`` (archive, folder, ``.pb`` or ``.xml``) to a :class:`ModelBundle`."""
     path = Path(path).expanduser()
@@ -171,6 +215,15 @@ def open_model(path: str | Path) -> ModelBundle:
             f"model {path} not found; give the path of a model.tar.gz, a model folder, "
             "a model.pb or a model.xml"
         )
+    frames = looks_like_frames(path)
+    if frames:
+        raise ModelError(
+            f"{path} is {frames}, not a model; were the model and the input swapped? "
+            "The model goes after --model (a model.tar.gz, model folder or model.xml), the "
+            "frames after --camera (run) or as INPUT (replay)"
+        )
+    if path.is_file():
+        refuse_zip(path)
 
     if _is_archive(path):
         tmp = Path(tempfile.mkdtemp(prefix="car-runtime-model-"))
@@ -187,13 +240,15 @@ def open_model(path: str | Path) -> ModelBundle:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return ModelBundle(path, model_path, meta_path, metadata, "archive", fmt, model_name(path), tmp)
+        return ModelBundle(path, model_path, meta_path, metadata, "archive", fmt, model_name(path),
+                           tmp, member=model_path.relative_to(tmp).as_posix())
 
     if path.is_dir():
         model_path, fmt = _find_model_file(path, str(path))
         meta_path = _metadata_in(path, model_path, str(path))
         return ModelBundle(
-            path, model_path, meta_path, load_metadata(meta_path), "folder", fmt, path.name
+            path, model_path, meta_path, load_metadata(meta_path), "folder", fmt, path.name,
+            member=model_path.relative_to(path).as_posix(),
         )
 
     suffix = path.suffix.lower()
@@ -203,7 +258,8 @@ def open_model(path: str | Path) -> ModelBundle:
         meta_path = _metadata_in(path.parent, path, str(path.parent))
         fmt = "pb" if suffix == ".pb" else "ir"
         return ModelBundle(
-            path, path, meta_path, load_metadata(meta_path), "file", fmt, model_name(path)
+            path, path, meta_path, load_metadata(meta_path), "file", fmt, model_name(path),
+            member=path.name,
         )
     raise ModelError(
         f"{path} is not a model: pass a model.tar.gz, a folder with model.pb and "

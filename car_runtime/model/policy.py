@@ -9,6 +9,7 @@ zero-copy input buffer; :meth:`Policy.infer` returns a view of the output.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -23,9 +24,16 @@ from car_runtime.errors import ConfigError, ModelError
 from car_runtime.model.archive import ModelBundle, open_model
 from car_runtime.model.metadata import SENSOR_CHANNELS, ModelMetadata
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("f32", "f16", "bf16")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 MODEL_HEIGHT, MODEL_WIDTH = 120, 160
+
+
+def _any_text(value: object) -> str:
+    """An rt_info value (``OVAny``) as text."""
+    return str(value.astype(str)) if hasattr(value, "astype") else str(value)
 
 
 @dataclass(frozen=True)
@@ -228,6 +236,8 @@ class Policy:
             self._views = [self._buffer[0, :, :, c] for c in range(channels)]
         else:
             self._views = [self._buffer[0, c] for c in range(channels)]
+        log.debug("compiled %s for %s in %.0f ms: %s", Path(model_path).name, device,
+                  self.compile_s * 1e3, self.compiled_properties())
 
     @property
     def channels(self) -> int:
@@ -260,6 +270,24 @@ class Policy:
                 value = ",".join(str(v) for v in value)
             out[name] = str(value)
         return out
+
+    def kernels(self) -> dict[str, list[str]]:
+        """The kernels OpenVINO selected, per operation type of the runtime graph: e.g.
+        ``{"Convolution": ["jit_sse42_f32"], "FullyConnected": ["jit_gemm_f32"]}`` on an SSE4.2
+        Atom (from each op's ``primitiveType``; empty for devices that do not report it)."""
+        found: dict[str, set[str]] = {}
+        try:
+            ops = self._compiled.get_runtime_model().get_ordered_ops()
+        except Exception:  # noqa: BLE001 - not every device exposes a runtime model
+            return {}
+        for op in ops:
+            info = op.get_rt_info()
+            if "primitiveType" not in info or "layerType" not in info:
+                continue
+            kind, prim = (_any_text(info["layerType"]), _any_text(info["primitiveType"]))
+            if prim and not prim.startswith(("undef", "unknown")) and kind not in ("Input", "Output"):
+                found.setdefault(kind, set()).add(prim)
+        return {kind: sorted(prims) for kind, prims in sorted(found.items())}
 
     def infer(self) -> np.ndarray:
         """Run the reused request on the current input buffer; return the flat output (a view,

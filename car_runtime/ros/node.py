@@ -66,6 +66,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayou
 from std_srvs.srv import SetBool, Trigger
 
 from car_runtime.actuation.output import DutyWrite
+from car_runtime.config import describe_max_speed
 from car_runtime.control.safety import ExitCode, State
 from car_runtime import recording
 from car_runtime.controls import STATE_WAIT_S, DriveControls, ModelInfo, ModelLoader
@@ -243,8 +244,9 @@ class CarRuntimeNode(Node):
         self.get_logger().info(
             f"model {self.model_name}: {metadata.action_space_type}, "
             f"{metadata.action_space.size} outputs, ready in {load_s:.2f} s; camera {cfg.camera}, "
-            f"output {cfg.output}; {'ARMED' if cfg.arm else 'disarmed'}, max speed "
-            f"{cfg.max_speed_pct:g} %, deadline {cfg.deadline_ms:g} ms"
+            f"output {cfg.output}; {'ARMED' if cfg.arm else 'disarmed'}"
+            f"{'' if cfg.arm else ' (arm: call ~/enable)'}, "
+            f"{describe_max_speed(cfg.max_speed_pct, 'ros')}, deadline {cfg.deadline_ms:g} ms"
         )
 
     @property

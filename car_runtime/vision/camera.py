@@ -101,9 +101,14 @@ def assign_cameras(found: Sequence[int], *, stereo: bool = False) -> tuple[int, 
 
 
 def probe_device(index: int) -> bool:
-    """True if ``/dev/video<index>`` opens with V4L2 and returns a frame (the stock test)."""
+    """True if ``/dev/video<index>`` opens with V4L2 and returns a frame (the stock test).
+
+    OpenCV's own warnings for absent devices ("can't open camera by index") are silenced
+    during the probe: a scan expects most indices to be empty."""
     import cv2
 
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
     try:
         if not cap.isOpened():
@@ -113,6 +118,7 @@ def probe_device(index: int) -> bool:
         return bool(ok)
     finally:
         cap.release()
+        cv2.utils.logging.setLogLevel(level)
 
 
 def scan_cameras(

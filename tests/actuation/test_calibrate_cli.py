@@ -13,6 +13,7 @@ import pexpect
 import pytest
 from actuation_fakes import FakeSysfs, wait_until
 
+from car_runtime import data
 from car_runtime.actuation import calibration as c
 from car_runtime.actuation.recorder import read_records
 from car_runtime.cli.main import main
@@ -45,7 +46,7 @@ def test_reset_show_json_set_history_restore(tmp_path, capsys):
     assert code == 0 and "saved stock defaults" in out
     code, out, _ = cli(capsys, "calibrate", "--file", f, "--show", "--json")
     assert code == 0 and json.loads(out) == c.Calibration.defaults().to_stock_dict()
-    assert out == Path(f).read_text() == (REPO / "calibration/calibration.json").read_text()
+    assert out == Path(f).read_text() == (data.CALIBRATION / "calibration.json").read_text()
     code, out, _ = cli(capsys, "calibrate", "--file", f, "--show")
     assert code == 0
     assert "servo" in out and "1200000" in out and "1450000" in out and "-5.0" in out  # console units

@@ -6,19 +6,18 @@ import json
 import logging
 import math
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from car_runtime import data
 from car_runtime.actuation import calibration as c
 from car_runtime.actuation.calibration import Calibration, ChannelCalibration
 from car_runtime.errors import CalibrationError
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "calibration" / "calibration.json"
-SCHEMA = REPO / "calibration" / "calibration.schema.json"
+SHIPPED = data.CALIBRATION / "calibration.json"
+SCHEMA = data.CALIBRATION / "calibration.schema.json"
 
 
 def stock_duty(v: float, ch: ChannelCalibration) -> int:

@@ -1,4 +1,4 @@
-"""systemd/99-car-runtime.rules: well-formed udev syntax, and its PWM shell command really
+"""car_runtime/data/systemd/99-car-runtime.rules: well-formed udev syntax, and its PWM shell command really
 grants the group write access on a sysfs-shaped tree."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ import os
 import re
 import stat
 import subprocess
-from pathlib import Path
 
 from actuation_fakes import FakeSysfs
 
-RULES = Path(__file__).resolve().parents[2] / "systemd" / "99-car-runtime.rules"
+from car_runtime import data
+
+RULES = data.SYSTEMD / "99-car-runtime.rules"
 PAIR = re.compile(r'\s*([A-Z_]+(?:\{[A-Za-z_]+\})?)\s*(==|!=|\+=|:=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 MATCH_KEYS = {"ACTION", "SUBSYSTEM", "KERNEL", "ENV", "ATTR"}
 ASSIGN_KEYS = {"RUN", "GROUP", "MODE", "OWNER"}

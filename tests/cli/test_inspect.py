@@ -44,10 +44,10 @@ def stock_throttle(speed: float, max_speed: float, pct: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def images(footage_dir: Path) -> list[Path]:
+def images(footage_dir: Path, footage_seq_dir: Path) -> list[Path]:
     return [footage_dir / "sim-demo-stills-640x480" / "dr-demo-1.jpg",
             footage_dir / "sim-demo-stills-640x480" / "png-rgba" / "dr-demo-2.png",
-            footage_dir / "car-event-track-seq-160x120" / "000042.jpg"]
+            footage_seq_dir / "000042.jpg"]
 
 
 def test_json_shape_and_values_discrete(demo_model: Path, images: list[Path]):

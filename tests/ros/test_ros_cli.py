@@ -70,3 +70,13 @@ def test_bad_parameters_exit_2_with_one_line(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_launch_file_path_without_rclpy():
+    """``ros2 launch $(car-runtime ros --launch-file)``: the installed file, no rclpy needed."""
+    from car_runtime import data
+
+    proc = run_without_rclpy("ros", "--launch-file")
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip()
+    assert path == str(data.LAUNCH / "car_runtime.launch.py") and "LaunchDescription" in open(path).read()

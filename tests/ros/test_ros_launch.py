@@ -8,11 +8,11 @@ node's parameters, each launch argument defaulting to the node's own default.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
+from car_runtime import data
 from car_runtime.ros import params
 
-LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "car_runtime.launch.py"
+LAUNCH_FILE = data.LAUNCH / "car_runtime.launch.py"
 
 
 def _tree() -> ast.Module:

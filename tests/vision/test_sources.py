@@ -5,12 +5,12 @@ from __future__ import annotations
 import glob
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from car_runtime import data
 from car_runtime.errors import SourceError
 from car_runtime.timing import now_s
 from car_runtime.vision.frame import LatestFrameSlot
@@ -22,7 +22,7 @@ from car_runtime.vision.sources import (
     open_source,
 )
 
-FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage" / "car-event-track-seq-160x120"
+FOOTAGE = data.FOOTAGE
 WAIT_S = 10.0  # generous: only bounds a hang, never asserts speed
 
 

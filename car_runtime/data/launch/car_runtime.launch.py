@@ -3,8 +3,10 @@
 On the car, after ``pip install 'car-runtime[ros]'`` (or with a sourced ROS 2 and car-runtime
 installed into the same Python)::
 
-    ros2 launch launch/car_runtime.launch.py \\
+    ros2 launch $(car-runtime ros --launch-file) \\
         model_path:=/opt/aws/deepracer/artifacts/my-model max_speed_pct:=40.0
+
+(``car-runtime ros --launch-file`` prints where this file is installed.)
 
 car-runtime is a pip package, not an ament package, so the node runs the ``car-runtime`` console
 script from PATH (``launch_ros`` runs ``executable`` as given when no ``package`` is set) with the
