@@ -22,8 +22,9 @@ import os
 import time
 from pathlib import Path
 
+from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration
-from car_runtime.actuation.output import DutyWrite, PwmOutput
+from car_runtime.actuation.guardian import NeutralTarget, write_targets
 from car_runtime.errors import HardwareError
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,21 @@ class SysfsPwm(PwmOutput):
         if self.closed:
             raise RuntimeError("SysfsPwm is closed")
         self.last_pulses_ns = None  # unknown until both writes succeed
-        write_attr(self._motor_duty, str(w.motor_ns))
-        write_attr(self._servo_duty, str(w.servo_ns))
+        try:
+            self.busy = str(self._motor_duty)
+            write_attr(self._motor_duty, str(w.motor_ns))
+            self.busy = str(self._servo_duty)
+            write_attr(self._servo_duty, str(w.servo_ns))
+        finally:
+            self.busy = None
         self.last_pulses_ns = (w.servo_ns, w.motor_ns)
+
+    def guardian_targets(self) -> list[NeutralTarget]:
+        """Each channel's ``duty_cycle`` with its neutral pulse, ESC (motor) first."""
+        servo_mid, motor_mid = self.calibration.neutral_ns()
+        return [NeutralTarget("motor", "file", str(self._motor_duty), str(motor_mid).encode()),
+                NeutralTarget("servo", "file", str(self._servo_duty), str(servo_mid).encode())]
+
+    def emergency_neutral(self, timeout_s: float = 0.5) -> dict[str, str]:
+        """Both channels in parallel, non-blocking opens, each bounded by ``timeout_s``."""
+        return write_targets(self.guardian_targets(), timeout_s=timeout_s)

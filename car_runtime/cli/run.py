@@ -49,6 +49,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from car_runtime.runtime import SignalExit, StopSignals
+
+    # From here to the exit, every signal that can end or stop the process leaves neutral.
+    with StopSignals(keep=True) as signals:
+        try:
+            return _drive(args, signals)
+        except SignalExit as stop:  # before the loop ran: start-up unwound, outputs at neutral
+            _say(f"{stop}: stopped during start-up", err=True)
+            return stop.code
+
+
+def _say(line: str, *, err: bool = False) -> None:
+    """Print one line; a terminal or pipe that went away is not an error here."""
+    import sys
+
+    try:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _drive(args: argparse.Namespace, signals) -> int:
     import contextlib
 
     import cv2
@@ -67,12 +89,11 @@ def run(args: argparse.Namespace) -> int:
     # Outputs first: the car sits at neutral while the model loads and the camera opens.
     with open_actuator(cfg) as actuator, ModelLoader(cfg) as loader:
         loaded, pipeline = loader.load(cfg.model)
-        print(
+        _say(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
             f"{'ARMED' if cfg.arm else 'disarmed'}, max speed {cfg.max_speed_pct:g} %, "
-            f"deadline {cfg.deadline_ms:g} ms",
-            flush=True,
+            f"deadline {cfg.deadline_ms:g} ms"
         )
         with open_source(cfg.camera, fps=cfg.fps, stereo=loaded.metadata.is_stereo) as source:
             loop = DriveLoop(
@@ -88,13 +109,16 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.ExitStack() as adapters:
                 # Adapters (flight recorder, web cockpit) attach here, through `controls` only.
                 _ = adapters
-                code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
+                code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3,
+                                          signals=signals)
         s = loop.status()
         total = s["stages"].get("total", {})
-        print(
+        _say(
             f"{loop.exit_reason}: {s['frames']} frames, {loop.stats.driven} driven, "
             f"{s['stale']} stale, {s['deadline_misses']} deadline misses, "
-            f"total p50 {total.get('p50_ms', 0):.2f} ms p99 {total.get('p99_ms', 0):.2f} ms",
-            flush=True,
+            f"total p50 {total.get('p50_ms', 0):.2f} ms p99 {total.get('p99_ms', 0):.2f} ms"
         )
+    if 0 < code < 128:  # a fault, not a requested stop: one line saying why
+        _say(f"error: {loop.exit_reason}" + (f"; {actuator.close_outcome}"
+                                             if actuator.close_outcome else ""), err=True)
     return code

@@ -1,0 +1,203 @@
+"""Whatever ends or freezes `car-runtime run --arm`, both channels end at neutral.
+
+A real `run` drives a real model from real frames onto a sysfs-shaped tree in a temp dir; the
+tests send real signals (and close a real pty, a real pipe) and watch the duty files from
+outside. SIGSTOP and SIGKILL cannot be handled by the process: there the guardian process
+writes neutral. Times are printed (measured), never asserted tightly: the bounds are generous
+so a loaded 2-core box does not make the tests flaky.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import termios
+import threading
+import time
+
+import pytest
+from failsafe_helpers import MOTOR_MID, SERVO_MID, Car, is_guardian, long_frames
+
+DEADLINE_MS = 100
+GENEROUS_S = 5.0  # the bound the tests assert; the measured figure is printed
+
+
+@pytest.fixture
+def frames(footage_seq_dir, tmp_path):
+    return long_frames(footage_seq_dir, tmp_path / "frames")
+
+
+def _report(what: str, seconds: float) -> None:
+    print(f"{what}: neutral on both duty files after {seconds * 1e3:.1f} ms "
+          f"(deadline {DEADLINE_MS} ms)")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2],
+                         ids=lambda s: signal.Signals(s).name)
+def test_handled_signal_neutral_then_clean_exit(demo_model, frames, tmp_path, sig):
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        t = car.send(sig)
+        elapsed = car.wait_mid(t, GENEROUS_S)
+        code = car.wait()
+        _report(signal.Signals(sig).name, elapsed)
+        assert code == 128 + sig, car.stderr()
+        assert car.at_mid()
+        err = car.stderr()
+        assert f"{signal.Signals(sig).name} received" in err
+        assert "Traceback" not in err and "Exception ignored" not in err
+        assert not any(is_guardian(p) for p in car.guardian_pids())  # it went with the run
+
+
+def test_sigtstp_neutral_disarm_stop_and_stays_disarmed_after_sigcont(demo_model, frames,
+                                                                        tmp_path):
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        t = car.send(signal.SIGTSTP)
+        elapsed = car.wait_mid(t, GENEROUS_S)
+        car.wait_state("T")  # it stopped itself after neutral
+        _report("SIGTSTP", elapsed)
+        car.watch_no_driving(0.5)  # stopped: nothing moves
+        car.send(signal.SIGCONT)
+        polls = car.watch_no_driving(1.5)  # frames keep coming, but it stays disarmed
+        assert car.proc.poll() is None
+        car.send(signal.SIGTERM)
+        assert car.wait() == 143, car.stderr()
+        err = car.stderr()
+        assert "SIGTSTP: disarming" in err and "SIGCONT: resumed, disarmed" in err
+        assert "guardian_trip" not in err.lower()  # disarmed before the stop: no trip needed
+        print(f"after SIGCONT: {polls} polls of the duty files, no driving pulse")
+
+
+def test_sigstop_guardian_writes_neutral_and_the_loop_comes_back_in_fault(demo_model, frames,
+                                                                          tmp_path):
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        t = car.send(signal.SIGSTOP)
+        elapsed = car.wait_mid(t, GENEROUS_S)
+        _report("SIGSTOP (guardian)", elapsed)
+        car.watch_no_driving(0.3)
+        assert car.state() == "T"  # still frozen: it was the guardian
+        car.send(signal.SIGCONT)
+        polls = car.watch_no_driving(1.5)
+        car.send(signal.SIGTERM)
+        assert car.wait() == 143, car.stderr()
+        err = car.stderr()
+        assert "car-runtime guardian[" in err and "no heartbeat from car-runtime" in err
+        assert "armed -> fault (GUARDIAN_TRIP)" in err
+        print(f"after SIGCONT: {polls} polls of the duty files, no driving pulse")
+
+
+def test_sigkill_guardian_writes_neutral(demo_model, frames, tmp_path):
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        t = car.send(signal.SIGKILL)
+        elapsed = car.wait_mid(t, GENEROUS_S)
+        _report("SIGKILL (guardian)", elapsed)
+        assert car.wait() == -signal.SIGKILL
+        time.sleep(0.2)
+        assert car.at_mid()
+        assert "ended without closing its outputs" in car.stderr()
+        deadline = time.monotonic() + 5
+        while any(is_guardian(p) for p in car.guardian_pids()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(is_guardian(p) for p in car.guardian_pids())  # it exits after neutral
+
+
+def test_controlling_pty_closed_is_sighup(demo_model, frames, tmp_path):
+    """An SSH session dropping: the terminal hangs up; the run ends 129 at neutral, and its log
+    lines to the dead terminal do not turn into tracebacks."""
+    master, slave = os.openpty()
+
+    def make_controlling_tty() -> None:  # in the child: new session, the pty as its terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    popen = dict(stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                 preexec_fn=make_controlling_tty)
+    stop_reading = threading.Event()
+    with Car(tmp_path, demo_model, frames, popen=popen) as car:
+        os.close(slave)
+
+        def drain() -> None:  # a terminal someone looks at: read what it prints
+            while not stop_reading.is_set():
+                if select.select([master], [], [], 0.02)[0]:
+                    try:
+                        if not os.read(master, 4096):
+                            return
+                    except OSError:
+                        return
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        car.wait_driving()
+        stop_reading.set()
+        reader.join()
+        t = time.monotonic()
+        os.close(master)  # the terminal goes away
+        elapsed = car.wait_mid(t, GENEROUS_S)
+        _report("pty closed (SIGHUP)", elapsed)
+        assert car.wait() == 129, car.stderr()
+        assert car.at_mid()
+
+
+def test_closed_output_pipe_is_sigpipe(demo_model, frames, tmp_path):
+    """`car-runtime run 2>&1 | head`: the reader goes away; the next status line raises SIGPIPE:
+    neutral, exit 141 (the log has nowhere to go, so only the exit status and the wire tell)."""
+    popen = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with Car(tmp_path, demo_model, frames, "--status-interval", "0.2", popen=popen) as car:
+        car.wait_driving()
+        t = time.monotonic()
+        car.proc.stdout.close()
+        elapsed = car.wait_mid(t, GENEROUS_S)
+        _report("output pipe closed (SIGPIPE)", elapsed)
+        assert car.wait() == 141
+        assert car.at_mid()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_burst_of_50_signals_in_100_ms(demo_model, frames, tmp_path, sig, code):
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        t = time.monotonic()
+        for _ in range(50):
+            os.kill(car.proc.pid, sig)
+            time.sleep(0.002)
+        sent_s = time.monotonic() - t
+        assert car.wait() == code, car.stderr()
+        assert car.at_mid()
+        err = car.stderr()
+        assert "Exception ignored" not in err and "Traceback" not in err, err
+        assert "KeyboardInterrupt" not in err
+        print(f"50 x {signal.Signals(sig).name} in {sent_s * 1e3:.0f} ms: exit {code}, neutral")
+
+
+def test_stop_signal_during_startup_ends_cleanly(demo_model, frames, tmp_path):
+    """SIGTERM while the model loads (before the loop runs): neutral, 143, one line."""
+    with Car(tmp_path, demo_model, frames) as car:
+        end = time.monotonic() + 60
+        while "guardian pid" not in car.stderr() and time.monotonic() < end:
+            time.sleep(0.002)  # the outputs are open; the model is loading
+        car.send(signal.SIGTERM)
+        assert car.wait() == 143, car.stderr()
+        assert car.at_mid()
+        err = car.stderr()
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert ("stopped during start-up" in err) or ("SIGTERM received" in err)
+
+
+def test_no_guardian_trip_while_driving_normally(demo_model, frames, tmp_path):
+    """The heartbeat keeps the guardian quiet while the loop runs (also through camera gaps
+    longer than the deadline: the actuation watchdog handles those, the car stays armed)."""
+    with Car(tmp_path, demo_model, frames, fps=5) as car:  # 200 ms between frames > deadline
+        car.wait_driving()
+        time.sleep(2.0)
+        car.send(signal.SIGINT)
+        assert car.wait() == 130
+        err = car.stderr()
+        assert "no command for 0.100 s: writing neutral" in err  # the in-process watchdog
+        assert "car-runtime guardian[" not in err, err  # ... and no guardian trip
+        assert "GUARDIAN_TRIP" not in err
