@@ -295,9 +295,9 @@ class DriveLoop:
                 self.actuator.set_armed(False)
                 self._neutral(None, event="exit")
             except Exception as exc:  # a failing output: every channel that still accepts it
+                log.error("neutral on exit failed: %s", exc)
                 results = self.actuator.emergency_neutral()
-                note = f"neutral on exit failed ({exc}); neutral: " + ", ".join(
-                    f"{k} {v}" for k, v in results.items())
+                note = "neutral: " + ", ".join(f"{k} {v}" for k, v in results.items())
                 log.error("%s", note)
                 if code == ExitCode.OK:
                     code = int(ExitCode.FAULT)

@@ -170,7 +170,11 @@ def is_guardian(pid: int) -> bool:
 
 
 def _read_int(path: Path) -> int | None:
+    """The file's integer; None for anything else (a FIFO or directory in its place is never
+    opened for reading: that would unblock or disturb what the test set up)."""
     try:
+        if not path.is_file():
+            return None
         text = path.read_text()
     except OSError:
         return None

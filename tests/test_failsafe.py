@@ -201,3 +201,56 @@ def test_no_guardian_trip_while_driving_normally(demo_model, frames, tmp_path):
         assert "no command for 0.100 s: writing neutral" in err  # the in-process watchdog
         assert "car-runtime guardian[" not in err, err  # ... and no guardian trip
         assert "GUARDIAN_TRIP" not in err
+
+
+# -- a PWM write that blocks or fails ------------------------------------------------------------
+
+STALL_MS = 500
+
+
+def test_blocking_duty_file_ends_with_exit_5_and_neutral_where_it_can(demo_model, frames,
+                                                                      tmp_path):
+    """The motor's duty_cycle becomes a FIFO nobody reads (a write that never returns, like a
+    hung driver): the guardian sees the stuck write and puts the servo at neutral; the run ends
+    with exit 5 and one line within the stall timeout + 1 s."""
+    with Car(tmp_path, demo_model, frames, "--stall-timeout-ms", str(STALL_MS)) as car:
+        car.wait_driving()
+        car.motor_file.unlink()
+        os.mkfifo(car.motor_file)
+        t = time.monotonic()
+        code = car.wait(30)
+        took_s = time.monotonic() - t
+        err = car.stderr()
+        assert code == 5, err
+        assert took_s < STALL_MS / 1e3 + 1.0 + 2.0, took_s  # + the loop's next frame, + slack
+        assert car.duty()[1] == SERVO_MID
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, err
+        assert "pwm0/duty_cycle has not returned" in errors[0]
+        assert "servo ok" in errors[0] and "motor failed (ENXIO" in errors[0]
+        assert "Traceback" not in err
+        assert "a PWM write in car-runtime" in err  # the guardian saw it first
+        print(f"FIFO duty file: exit 5 {took_s:.2f} s after the swap (stall timeout "
+              f"{STALL_MS} ms); {errors[0]}")
+
+
+def test_failing_duty_file_ends_with_exit_3_and_neutral_where_it_can(demo_model, frames,
+                                                                     tmp_path):
+    """The motor's duty_cycle becomes a directory (every write fails, like EIO): exit 3, one
+    line naming the file and the error, the servo at neutral."""
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        car.motor_file.unlink()
+        car.motor_file.mkdir()
+        t = time.monotonic()
+        code = car.wait(30)
+        took_s = time.monotonic() - t
+        err = car.stderr()
+        assert code == 3, err
+        assert car.duty()[1] == SERVO_MID
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, err
+        assert "pwm0/duty_cycle" in errors[0] and "EISDIR" in errors[0]
+        assert "servo ok" in errors[0]
+        assert "Traceback" not in err and "Exception in thread" not in err, err
+        print(f"directory as duty file: exit 3 after {took_s:.2f} s; {errors[0]}")

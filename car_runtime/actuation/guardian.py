@@ -257,6 +257,7 @@ class GuardianLink:
             self._release()
             raise
         self.pid = self.proc.pid
+        self.beat()  # the start took a while: be fresh before anyone arms
         self._thread = threading.Thread(target=self._watch, name="guardian-link", daemon=True)
         self._thread.start()
 
@@ -345,7 +346,10 @@ class GuardianLink:
                 except OSError:
                     data = b""
                 if not data:
-                    code = self.proc.poll()
+                    try:
+                        code = self.proc.wait(timeout=0.5)
+                    except subprocess.TimeoutExpired:
+                        code = None
                     how = f"exited with status {code}" if code is not None else "closed its socket"
                     self._fail(f"the guardian process (pid {self.pid}) {how}")
                     return

@@ -119,6 +119,8 @@ def _drive(args: argparse.Namespace, signals) -> int:
             f"total p50 {total.get('p50_ms', 0):.2f} ms p99 {total.get('p99_ms', 0):.2f} ms"
         )
     if 0 < code < 128:  # a fault, not a requested stop: one line saying why
-        _say(f"error: {loop.exit_reason}" + (f"; {actuator.close_outcome}"
-                                             if actuator.close_outcome else ""), err=True)
+        reason = loop.exit_reason
+        if actuator.close_outcome and "neutral:" not in reason:
+            reason = f"{reason}; {actuator.close_outcome}"
+        _say(f"error: {reason}", err=True)
     return code
