@@ -51,12 +51,12 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+
+# Imports are kept to what the guardian process needs (fast start, small RSS): no dataclasses,
+# typing or argparse here; subprocess only on the runtime's side (GuardianLink).
 
 # -- the shared page: 16 unsigned 64-bit slots; each is written by one side only ---------------
 SLOTS = 16
@@ -117,7 +117,6 @@ def run_bounded(fn: Callable[[], None], timeout_s: float, name: str) -> str:
     return outcome[0] if outcome else f"stuck (no answer within {timeout_s:g} s)"
 
 
-@dataclass(frozen=True)
 class NeutralTarget:
     """One neutral write the guardian may make: ``payload`` to ``path``.
 
@@ -125,10 +124,16 @@ class NeutralTarget:
     ``>`` -- a sysfs ``duty_cycle``. ``kind`` ``"tty"``: a serial device kept open, written in one
     ``write()``."""
 
-    name: str
-    kind: str
-    path: str
-    payload: bytes
+    __slots__ = ("name", "kind", "path", "payload")
+
+    def __init__(self, name: str, kind: str, path: str, payload: bytes) -> None:
+        self.name, self.kind, self.path, self.payload = name, kind, path, bytes(payload)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NeutralTarget) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"NeutralTarget({self.name!r}, {self.kind!r}, {self.path!r}, {self.payload!r})"
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "path": self.path, "hex": self.payload.hex()}
@@ -234,6 +239,9 @@ class GuardianLink:
         self._slots = memoryview(self._mm).cast("Q")
         self._slots[S_MAGIC] = MAGIC
         self._slots[S_HEARTBEAT_NS] = time.monotonic_ns()
+        import subprocess
+
+        self._subprocess = subprocess
         self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [python or sys.executable, "-m", "car_runtime.actuation.guardian",
                "--shm-fd", str(fd), "--sock-fd", str(child.fileno()),
@@ -348,7 +356,7 @@ class GuardianLink:
                 if not data:
                     try:
                         code = self.proc.wait(timeout=0.5)
-                    except subprocess.TimeoutExpired:
+                    except self._subprocess.TimeoutExpired:
                         code = None
                     how = f"exited with status {code}" if code is not None else "closed its socket"
                     self._fail(f"the guardian process (pid {self.pid}) {how}")
@@ -393,7 +401,7 @@ class GuardianLink:
             pass
         try:
             self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except self._subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         if threading.current_thread() is not self._thread:
@@ -544,30 +552,32 @@ class _Guardian:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m car_runtime.actuation.guardian`` (started by :class:`GuardianLink`)."""
-    import argparse
-
+    """``python -m car_runtime.actuation.guardian --shm-fd N --sock-fd N --deadline-ms X
+    --runtime-pid N --targets JSON`` (started by :class:`GuardianLink`, not by hand)."""
     for name in IGNORED_SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
-    p = argparse.ArgumentParser(prog="car-runtime-guardian")
-    p.add_argument("--shm-fd", type=int, required=True)
-    p.add_argument("--sock-fd", type=int, required=True)
-    p.add_argument("--deadline-ms", type=float, required=True)
-    p.add_argument("--runtime-pid", type=int, required=True)
-    p.add_argument("--targets", required=True)
-    args = p.parse_args(argv)
-    sock = socket.socket(fileno=args.sock_fd)
+    argv = sys.argv[1:] if argv is None else argv
+    args = dict(zip(argv[0::2], argv[1::2]))
     try:
-        mm = mmap.mmap(args.shm_fd, SLOTS * 8)
-        os.close(args.shm_fd)
+        sock = socket.socket(fileno=int(args["--sock-fd"]))
+    except (KeyError, ValueError, OSError) as exc:
+        print(f"car-runtime guardian: started by hand? ({describe_error(exc)}); it is started by "
+              "car-runtime run and the ROS node", file=sys.stderr)
+        return 2
+    try:
+        shm_fd = int(args["--shm-fd"])
+        mm = mmap.mmap(shm_fd, SLOTS * 8)
+        os.close(shm_fd)
         slots = memoryview(mm).cast("Q")
         if slots[S_MAGIC] != MAGIC:
             raise ValueError("the shared page is not a car-runtime guardian page")
-        targets = [NeutralTarget.from_json(d) for d in json.loads(args.targets)]
+        targets = [NeutralTarget.from_json(d) for d in json.loads(args["--targets"])]
+        deadline_s = float(args["--deadline-ms"]) / 1e3
+        runtime_pid = int(args["--runtime-pid"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sock.sendall(f"error bad arguments: {describe_error(exc)}\n".encode())
         return 2
-    g = _Guardian(slots, sock, targets, args.deadline_ms / 1e3, args.runtime_pid)
+    g = _Guardian(slots, sock, targets, deadline_s, runtime_pid)
     problem = g.start()
     if problem is not None:
         sock.sendall(f"error {problem}\n".encode())
