@@ -111,6 +111,7 @@ class Recorder(PwmOutput):
         self.path = Path(path) if path else None
         self.writes: list[DutyWrite] | collections.deque[DutyWrite] = []
         self.lines = 0
+        self.last_error: str | None = None  # short: "ENOSPC No space left on device"
         self._fd: int | None = None
         self._size = 0
         if self.path is not None:
@@ -143,6 +144,7 @@ class Recorder(PwmOutput):
                 os.ftruncate(self._fd, self._size)  # never leave a torn line behind
             except OSError:
                 pass
+            self.last_error = describe_error(exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise HardwareError(
                     f"recording file {self.path}: no space left on the device "
@@ -153,6 +155,14 @@ class Recorder(PwmOutput):
             ) from None
         self._size += n
         self.lines += 1
+
+    def emergency_neutral(self, timeout_s: float = 0.5) -> dict[str, str]:
+        """Record the neutral write if the file still takes it (no wheels to move here)."""
+        try:
+            self.write(self.neutral_write("emergency"))
+        except (HardwareError, RuntimeError):
+            return {"record": f"not recorded ({self.last_error or 'closed'})"}
+        return {"record": "ok"}
 
     def _release(self) -> None:
         if self._fd is not None:
