@@ -20,6 +20,7 @@ import time
 
 import pytest
 from failsafe_helpers import MOTOR_MID, SERVO_MID, Car, is_guardian, long_frames
+from helpers import car_runtime_cmd
 
 DEADLINE_MS = 100
 GENEROUS_S = 5.0  # the bound the tests assert; the measured figure is printed
@@ -254,3 +255,33 @@ def test_failing_duty_file_ends_with_exit_3_and_neutral_where_it_can(demo_model,
         assert "servo ok" in errors[0]
         assert "Traceback" not in err and "Exception in thread" not in err, err
         print(f"directory as duty file: exit 3 after {took_s:.2f} s; {errors[0]}")
+
+
+def test_serial_controller_gets_neutral_from_the_guardian_after_sigkill(demo_model, frames,
+                                                                        tmp_path):
+    """`--output serial:/dev/pts/N` with a Maestro simulator on the pty's other end: the runtime
+    holds the port; killed, the guardian sends the neutral set-target commands itself."""
+    from actuation_fakes import MaestroSim, wait_until
+
+    sim = MaestroSim()
+    try:
+        proc = subprocess.Popen(
+            [*car_runtime_cmd(), "run", "--model", str(demo_model), "--camera", str(frames),
+             "--fps", "30", "--output", f"serial:{sim.port}", "--arm", "--status-interval", "0",
+             "--calibration", str(tmp_path / "none.json"), "--max-frame-age-ms", "1000"],
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"))
+        motor_mid, servo_mid = MOTOR_MID // 250, SERVO_MID // 250
+        wait_until(lambda: any(ch == 0 and t != motor_mid for ch, t in sim.targets), 120,
+                   "driving commands")
+        t = time.monotonic()
+        proc.kill()
+        proc.wait(30)
+        wait_until(lambda: sim.targets[-2:] == [(0, motor_mid), (1, servo_mid)], 10,
+                   "neutral from the guardian")
+        took = time.monotonic() - t
+        err = (tmp_path / "err.txt").read_text()
+        assert "ended without closing its outputs" in err and "servo+motor ok" in err, err
+        assert not sim.errors
+        print(f"SIGKILL with a serial controller: neutral commands after {took * 1e3:.1f} ms")
+    finally:
+        sim.close()

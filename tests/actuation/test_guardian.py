@@ -251,3 +251,46 @@ def test_set_target_bytes_matches_the_guardian_payload(cal):
         assert out.neutral_bytes() == set_target_bytes(2, motor_mid) + set_target_bytes(5, servo_mid)
     finally:
         out.close()
+
+
+def test_a_write_frozen_in_flight_is_undone_by_the_runtime_as_it_returns(tmp_path, cal):
+    """The race: the runtime froze inside a driving device write (here the device blocks it),
+    the guardian tripped meanwhile; when the write returns, the actuator sees the trip at once
+    and writes neutral itself -- the driving pulse lasts one write, and the caller learns of it."""
+    import threading
+
+    from car_runtime.actuation.base import PwmOutput
+
+    class GatedOutput(PwmOutput):  # a device whose next driving write hangs until released
+        def __init__(self, calibration):
+            super().__init__(calibration)
+            self.gate = threading.Event()
+            self.entered = threading.Event()
+            self.pulses: list[tuple[int, int]] = []
+
+        def write(self, w):
+            if (w.servo_ns, w.motor_ns) != self.calibration.neutral_ns():
+                self.entered.set()
+                self.gate.wait(10)
+            self.pulses.append((w.servo_ns, w.motor_ns))
+            self.last_pulses_ns = (w.servo_ns, w.motor_ns)
+
+    out = GatedOutput(cal)
+    act = Actuator(out, cal)
+    g = GuardianLink(file_targets(tmp_path), DEADLINE_S)
+    act.attach_guardian(g)
+    try:
+        g.set_armed(True)
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(act.command(0.5, 0.5)))
+        t.start()
+        assert out.entered.wait(5)
+        wait_until(g.trip_pending, 5, "the guardian's trip")  # it saw the write hang
+        out.gate.set()  # the write returns ("the process resumes")
+        t.join(5)
+        neutral = cal.neutral_ns()
+        assert out.pulses[-2] != neutral and out.pulses[-1] == neutral  # undone right after
+        assert result[0].context["event"] == "guardian_trip"
+        assert (result[0].servo_ns, result[0].motor_ns) == neutral
+    finally:
+        act.close()
