@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "actuation"))
 
 from actuation_fakes import FakeSysfs  # noqa: E402
+from failsafe_helpers import long_frames  # noqa: E402
 
 from car_runtime.actuation.calibration import Calibration  # noqa: E402
 
@@ -55,13 +56,7 @@ CLI = [sys.executable, "-m", "car_runtime.cli.main"]
 
 def frames_dir(root: Path, repeat: int) -> Path:
     d = root / f"frames{repeat}"
-    if not d.exists():
-        d.mkdir()
-        src = sorted(FOOTAGE.glob("*.jpg"))
-        for r in range(repeat):
-            for i, p in enumerate(src):
-                (d / f"{r:04d}{i:04d}.jpg").symlink_to(p)
-    return d
+    return d if d.exists() else long_frames(FOOTAGE, d, repeat)
 
 
 def read_int(p: Path) -> int | None:

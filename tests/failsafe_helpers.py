@@ -28,12 +28,12 @@ SHM = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
 
 
 def long_frames(footage_seq_dir: Path, dest: Path, repeat: int = 4) -> Path:
-    """The 100 real frames, ``repeat`` times over (symlinks): 400 frames = 13 s at 30 fps."""
+    """The 100 real frames, ``repeat`` times over (symlinks; 4: 400 frames = 13 s at 30 fps)."""
     dest.mkdir()
     frames = sorted(footage_seq_dir.glob("*.jpg"))
     for r in range(repeat):
         for i, p in enumerate(frames):
-            (dest / f"{r:02d}{i:04d}.jpg").symlink_to(p)
+            (dest / f"{r:04d}{i:04d}.jpg").symlink_to(p)
     return dest
 
 

@@ -16,7 +16,6 @@ Files are opened per write with ``O_WRONLY | O_TRUNC`` (what a shell ``>`` does)
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration
-from car_runtime.actuation.guardian import NeutralTarget, write_targets
+from car_runtime.actuation.guardian import NeutralTarget, describe_error, write_targets
 from car_runtime.errors import HardwareError
 
 log = logging.getLogger(__name__)
@@ -88,8 +87,7 @@ def write_attr(path: Path, value: str, *, retry_s: float = 0.0) -> None:
         except FileNotFoundError:
             raise HardwareError(f"{path} does not exist; is the PWM/GPIO driver loaded?") from None
         except OSError as exc:
-            reason = errno.errorcode.get(exc.errno or 0, "") + (f" {exc.strerror}" if exc.strerror else "")
-            raise HardwareError(f"cannot write {value!r} to {path}: {reason.strip() or exc}") from None
+            raise HardwareError(f"cannot write {value!r} to {path}: {describe_error(exc)}") from None
 
 
 def _export(parent: Path, number: int, child: Path, timeout_s: float, what: str) -> None:

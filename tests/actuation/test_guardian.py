@@ -45,6 +45,19 @@ def link(tmp_path):
     g.close()
 
 
+@pytest.fixture
+def guarded(tmp_path, cal):
+    """An actuator on a memory recorder with a real guardian attached (its wire: files)."""
+    from car_runtime.actuation.recorder import Recorder
+
+    rec = Recorder(cal)
+    act = Actuator(rec, cal)
+    g = GuardianLink(file_targets(tmp_path), DEADLINE_S)
+    act.attach_guardian(g)
+    yield act, rec, g
+    act.close()
+
+
 def test_start_writes_neutral_once_and_reports_ready(tmp_path):
     targets = file_targets(tmp_path)
     t = time.perf_counter()
@@ -80,39 +93,30 @@ def test_quiet_while_the_runtime_beats_even_when_armed(link, tmp_path):
     assert contents(link.targets) == ["driving", "driving"]
 
 
-def test_a_stuck_write_trips_and_driving_is_refused_until_taken(tmp_path):
+def test_a_stuck_write_trips_and_driving_is_refused_until_taken(guarded, cal):
     """A device write that does not return (begin without end, as a hung driver leaves it):
     the guardian writes neutral and counts a trip; the actuator refuses to drive until the trip
     is taken."""
-    from car_runtime.actuation.calibration import Calibration
-    from car_runtime.actuation.recorder import Recorder
-
-    cal = Calibration.defaults()
-    targets = file_targets(tmp_path)
-    g = GuardianLink(targets, DEADLINE_S)
-    act = Actuator(Recorder(cal), cal)
-    act.attach_guardian(g)
-    try:
-        for t in targets:
-            Path(t.path).write_text("driving")
-        g.set_armed(True)
-        t0 = time.monotonic()
-        g.begin_write(True)  # ... and never end_write: stuck
-        wait_until(lambda: contents(targets) == ["1446000", "1450000"], 5, "neutral")
-        took_ms = (time.monotonic() - t0) * 1e3
-        assert g.trip_pending()  # marked before it wrote
-        g.end_write(True)  # the write finally returns (driving values went out)...
-        w = act.command(0.5, 0.5, state="armed")  # ...and the actuator refuses to drive on
-        assert (w.servo_ns, w.motor_ns) == cal.neutral_ns() and w.context["event"] == "guardian_trip"
-        trip = act.take_guardian_trip()
-        assert trip["reason"] == "write stuck" and trip["gap_ms"] >= DEADLINE_S * 1e3
-        assert act.take_guardian_trip() is None and not g.trip_pending()
-        w = act.command(0.5, 0.5, state="armed")  # taken (the loop went to fault): allowed again
-        assert w.motor_ns != cal.neutral_ns()[1]
-        print(f"stuck write -> guardian neutral after {took_ms:.0f} ms (deadline "
-              f"{DEADLINE_S * 1e3:.0f} ms)")
-    finally:
-        act.close()
+    act, _, g = guarded
+    targets = g.targets
+    for t in targets:
+        Path(t.path).write_text("driving")
+    g.set_armed(True)
+    t0 = time.monotonic()
+    g.begin_write(True)  # ... and never end_write: stuck
+    wait_until(lambda: contents(targets) == ["1446000", "1450000"], 5, "neutral")
+    took_ms = (time.monotonic() - t0) * 1e3
+    assert g.trip_pending()  # marked before it wrote
+    g.end_write(True)  # the write finally returns (driving values went out)...
+    w = act.command(0.5, 0.5, state="armed")  # ...and the actuator refuses to drive on
+    assert (w.servo_ns, w.motor_ns) == cal.neutral_ns() and w.context["event"] == "guardian_trip"
+    trip = act.take_guardian_trip()
+    assert trip["reason"] == "write stuck" and trip["gap_ms"] >= DEADLINE_S * 1e3
+    assert act.take_guardian_trip() is None and not g.trip_pending()
+    w = act.command(0.5, 0.5, state="armed")  # taken (the loop went to fault): allowed again
+    assert w.motor_ns != cal.neutral_ns()[1]
+    print(f"stuck write -> guardian neutral after {took_ms:.0f} ms (deadline "
+          f"{DEADLINE_S * 1e3:.0f} ms)")
 
 
 def test_a_write_that_ends_after_the_trip_gets_neutral_again(link, tmp_path):
@@ -142,26 +146,16 @@ def test_the_guardian_ignores_the_signals_a_terminal_or_systemctl_send(link):
     assert os.getsid(link.pid) == link.pid  # its own session: Ctrl-Z / a lost tty do not reach it
 
 
-def test_guardian_death_puts_the_actuator_at_neutral_and_refuses_driving(tmp_path):
-    from car_runtime.actuation.calibration import Calibration
-    from car_runtime.actuation.recorder import Recorder
-
-    cal = Calibration.defaults()
-    rec = Recorder(cal)
-    act = Actuator(rec, cal)
-    g = GuardianLink(file_targets(tmp_path), DEADLINE_S)
-    act.attach_guardian(g)
-    try:
-        act.command(0.3, 0.4)
-        os.kill(g.pid, signal.SIGKILL)
-        wait_until(lambda: act.guardian_failure is not None, 5, "the failure")
-        assert "exited with status -9" in act.guardian_failure
-        wait_until(lambda: rec.writes[-1].context.get("event") == "guardian_lost", 5, "neutral")
-        assert (rec.writes[-1].servo_ns, rec.writes[-1].motor_ns) == cal.neutral_ns()
-        w = act.command(0.3, 0.4)
-        assert (w.servo_ns, w.motor_ns) == cal.neutral_ns() and w.context["event"] == "guardian_lost"
-    finally:
-        act.close()
+def test_guardian_death_puts_the_actuator_at_neutral_and_refuses_driving(guarded, cal):
+    act, rec, g = guarded
+    act.command(0.3, 0.4)
+    os.kill(g.pid, signal.SIGKILL)
+    wait_until(lambda: act.guardian_failure is not None, 5, "the failure")
+    assert "exited with status -9" in act.guardian_failure
+    wait_until(lambda: rec.writes[-1].context.get("event") == "guardian_lost", 5, "neutral")
+    assert (rec.writes[-1].servo_ns, rec.writes[-1].motor_ns) == cal.neutral_ns()
+    w = act.command(0.3, 0.4)
+    assert (w.servo_ns, w.motor_ns) == cal.neutral_ns() and w.context["event"] == "guardian_lost"
 
 
 def test_stopped_guardian_counts_as_lost(tmp_path):
