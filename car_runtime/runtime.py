@@ -286,7 +286,8 @@ class DriveLoop:
         except Exception as exc:  # any stage failure: neutral, then exit with FAULT
             self.stats.errors += 1
             self.state = step(self.state, Event.ERROR).state
-            code, reason = int(ExitCode.FAULT), f"{type(exc).__name__}: {exc}"
+            code, reason = int(ExitCode.FAULT), (f"{type(exc).__name__}: {exc}" if str(exc)
+                                                  else type(exc).__name__)
             log.error("drive loop fault: %s", reason)
         finally:
             if code != ExitCode.FAULT:  # a fault stays visible in the last record

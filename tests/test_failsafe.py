@@ -149,6 +149,20 @@ def test_closed_output_pipe_is_sigpipe(demo_model, frames, tmp_path):
         assert car.at_mid()
 
 
+def test_sigpipe_from_elsewhere_does_not_stop_the_car(demo_model, frames, tmp_path):
+    """A SIGPIPE while stdout/stderr are fine came from a socket (a web client that went away):
+    ignored, the car drives on."""
+    with Car(tmp_path, demo_model, frames) as car:
+        car.wait_driving()
+        car.send(signal.SIGPIPE)
+        time.sleep(0.5)
+        car.wait_driving(10)  # still driving
+        assert car.proc.poll() is None
+        car.send(signal.SIGINT)
+        assert car.wait() == 130, car.stderr()
+        assert "SIGPIPE received" not in car.stderr()
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "SIGINT"])
 def test_burst_of_50_signals_in_100_ms(demo_model, frames, tmp_path, sig, code):
