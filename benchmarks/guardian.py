@@ -192,7 +192,7 @@ def part_footprint(tmp: Path, seconds: float) -> dict:
     return res
 
 
-def part_cost(tmp: Path, blocks: int, frames_per_block: int) -> dict:
+def part_cost(tmp: Path, blocks: int, frames_per_block: int, model: Path = MODEL) -> dict:
     import cv2
 
     from car_runtime.actuation.guardian import GuardianLink
@@ -213,7 +213,7 @@ def part_cost(tmp: Path, blocks: int, frames_per_block: int) -> dict:
     per_frame = {"with": [], "without": []}
     block_p50 = {"with": [], "without": []}
     actuate = {"with": [], "without": []}
-    with load_model(MODEL) as loaded, \
+    with load_model(model) as loaded, \
             Actuator(open_output(f"sysfs:{fs.pwm}", cal), cal, deadline_s=0.1) as act, \
             ImageFolderSource(FOOTAGE) as source:
         loop = DriveLoop(source, Pipeline(loaded.policy), act, armed=True, max_frame_age_s=1.0)
@@ -248,7 +248,7 @@ def part_cost(tmp: Path, blocks: int, frames_per_block: int) -> dict:
     act_mean = {k: statistics.fmean(v) for k, v in actuate.items()}
     # each "with" block against the "without" block right after it: drift cancels in the pair
     pair = sorted(w / wo for w, wo in zip(block_p50["with"], block_p50["without"]))
-    res = {"frames_each": len(per_frame["with"]), "blocks_each": blocks,
+    res = {"model": model.name, "frames_each": len(per_frame["with"]), "blocks_each": blocks,
            "frame_mean_ms": {k: round(v, 4) for k, v in mean.items()},
            "frame_p50_ms": {k: round(v, 4) for k, v in med.items()},
            "ratio_frame_mean": round(mean["with"] / mean["without"], 4),
@@ -257,7 +257,7 @@ def part_cost(tmp: Path, blocks: int, frames_per_block: int) -> dict:
            "ratio_block_pairs_min_max": [round(pair[0], 4), round(pair[-1], 4)],
            "actuate_mean_ms": {k: round(v, 4) for k, v in act_mean.items()},
            "ratio_actuate_mean": round(act_mean["with"] / act_mean["without"], 4)}
-    print(f"per-frame cost with/without guardian: mean {res['ratio_frame_mean']}x, p50 "
+    print(f"per-frame cost with/without guardian ({model.name}): mean {res['ratio_frame_mean']}x, p50 "
           f"{res['ratio_frame_p50']}x, median of {blocks} block pairs "
           f"{res['ratio_block_pairs_median']}x (pairs {pair[0]:.3f}..{pair[-1]:.3f}x) ({mean['with']:.3f} vs {mean['without']:.3f} ms, "
           f"{res['frames_each']} frames each in {blocks} alternating blocks); actuate stage alone "
@@ -331,6 +331,8 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=20)
     ap.add_argument("--frames-per-block", type=int, default=150)
     ap.add_argument("--soak-minutes", type=float, default=1.0)
+    ap.add_argument("--cost-model", type=Path, default=MODEL,
+                    help="model for the cost part (default: the bundled demo model)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     parts = args.only or ["neutral", "footprint", "cost", "soak"]
@@ -342,7 +344,7 @@ def main() -> None:
         if "footprint" in parts:
             results["footprint"] = part_footprint(tmp, args.footprint_s)
         if "cost" in parts:
-            results["cost"] = part_cost(tmp, args.blocks, args.frames_per_block)
+            results["cost"] = part_cost(tmp, args.blocks, args.frames_per_block, args.cost_model)
         if "soak" in parts:
             results["soak"] = part_soak(tmp, args.soak_minutes)
     results["machine"]["loadavg_end"] = os.getloadavg()
