@@ -1,7 +1,11 @@
 """Validated drive configuration. The YAML file, CLI flags and ROS parameters all land here.
 
 Precedence: defaults < YAML file (``--config``) < CLI flags. Unknown keys and bad values raise
-:class:`~car_runtime.errors.ConfigError` naming the key and the accepted values.
+:class:`~car_runtime.errors.ConfigError` naming the key and the accepted values; every key is
+type-checked before anything copies or prints the value (error messages show a bounded repr).
+The YAML file is read with :mod:`car_runtime.safe_files`: a regular file of at most
+:data:`MAX_CONFIG_BYTES`, strict UTF-8, no aliases to lists/mappings, bounded nesting and
+integers -- a bad file is one ``error:`` line, never a traceback or a hang.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from car_runtime.errors import ConfigError
+from car_runtime.safe_files import show
 
 DEFAULT_CALIBRATION = "/opt/aws/deepracer/calibration.json"
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 @dataclass
@@ -59,9 +65,21 @@ class RunConfig:
             if value is None and allow_none:
                 return
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            if math.isnan(value) or not (lo <= value <= hi):
-                raise ConfigError(f"{name} = {value!r} is outside {lo:g}..{hi:g}")
+                raise ConfigError(f"{name} must be a number, got {show(value)}")
+            if (isinstance(value, float) and math.isnan(value)) or not (lo <= value <= hi):
+                raise ConfigError(f"{name} = {show(value)} is outside {lo:g}..{hi:g}")
+
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ConfigError(f"model must be the path of a model (a string), got "
+                              f"{show(self.model)}")
+        for name in ("camera", "output", "calibration", "device", "precision", "preprocess",
+                     "record_storage", "web_password_file", "models_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name} must be a non-empty string, got "
+                                  f"{show(getattr(self, name))}")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or not isinstance(self.threads, int)):
+            raise ConfigError(f"threads must be a whole number, got {show(self.threads)}")
 
         number("max_speed_pct", 0, 100)
         number("deadline_ms", 10, 10_000)
@@ -84,19 +102,13 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a non-empty string, or left out to turn it off")
         if self.web is not None:
             parse_web_address(self.web)
-        for name in ("web_password_file", "models_dir"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"{name} must be a non-empty string (a path)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.preprocess not in MODES:
             raise ConfigError(f"preprocess {self.preprocess!r} is not one of {', '.join(MODES)}")
-        for name in ("camera", "output", "calibration", "device"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"{name} must be a non-empty string")
         for name in ("arm", "sac_squash", "guardian"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be true or false, got {show(getattr(self, name))}")
         from car_runtime.actuation.output import parse_output_spec
 
         parse_output_spec(self.output)
@@ -150,38 +162,56 @@ def parse_web_address(spec: str | int) -> tuple[str, int]:
 
 def from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
     """Build a validated config from ``values`` over ``base`` (defaults if None)."""
+    bad_keys = [k for k in values if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"setting names must be words, got {show(bad_keys[0])}")
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
+        names = ", ".join(show(k) for k in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise ConfigError(
-            f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(FIELD_NAMES)}"
+            f"unknown setting(s) {names}; valid settings: {', '.join(FIELD_NAMES)}"
         )
     merged = dataclasses.asdict(base or RunConfig())
     merged.update({k: v for k, v in values.items()})
     for key in _FLOAT_FIELDS:
         if isinstance(merged[key], int) and not isinstance(merged[key], bool):
-            merged[key] = float(merged[key])
+            try:
+                merged[key] = float(merged[key])
+            except OverflowError:
+                raise ConfigError(f"{key} = {show(merged[key])} is far too large") from None
     for key in ("camera", "web"):
         if isinstance(merged[key], int) and not isinstance(merged[key], bool):
             merged[key] = str(merged[key])
     return RunConfig(**merged).validate()
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (keys may use ``-`` or ``_``)."""
-    import yaml
+def load_yaml(path: str | Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
+    """Read a YAML config file into a dict (keys may use ``-`` or ``_``); ConfigError (one line
+    naming the fix) for anything unusable -- see the module docstring."""
+    from car_runtime.safe_files import decode_utf8, load_yaml_text, read_small_file
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = decode_utf8(read_small_file(path, max_bytes), f"config file {path}")
+        data = load_yaml_text(text, f"config file {path}")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; pass --config PATH") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {str(exc).splitlines()[0]}") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read config file {path}: permission denied; make it "
+                          "readable by this user") from None
+    except ValueError as exc:  # the message names the file and the problem
+        raise ConfigError(f"{exc}; fix it (see systemd/config.example.yaml)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; fix it "
+                          "(see systemd/config.example.yaml)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of setting: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"config file {path}: setting names must be words, got {show(bad[0])}")
+    return {k.replace("-", "_"): v for k, v in data.items()}
 
 
 def resolve(config_file: str | Path | None, overrides: Mapping[str, Any]) -> RunConfig:

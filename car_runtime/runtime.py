@@ -7,6 +7,11 @@ watchdog sends neutral by itself when no fresh command arrives within the deadli
 the loop is doing (camera stall, hung inference). Every way out of :meth:`DriveLoop.run` writes
 neutral.
 
+With a guardian process attached to the actuator (real outputs, see
+:mod:`car_runtime.actuation.guardian`), the loop tells it whether it is armed, turns a guardian
+trip into ``FAULT`` (event ``guardian_trip``) before its next driving write, and ends with
+:attr:`ExitCode.GUARDIAN_LOST` if the guardian dies.
+
 Adapters (ROS node, web cockpit, flight recorder) see the loop only through these control
 methods and the step hooks (:meth:`DriveLoop.add_step_hook`), which run in the loop thread after
 every write and must return at once (copy a reference, ``put_nowait``, never block or wait for a
@@ -18,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -97,6 +104,7 @@ class DriveLoop:
         self.deadman_trips = 0
         self._calibrating = False  # the loop writes nothing (a calibration tool owns the PWM)
         self._calibration_request: bool | None = None
+        self.guardian_trips = 0
 
     # -- control, from any thread ---------------------------------------------------------------
     def arm(self) -> None:
@@ -224,6 +232,22 @@ class DriveLoop:
             self.deadman_trips += 1
             log.warning("deadman: no heartbeat for %.0f ms, disarming", self.heartbeat_age_s() * 1e3)
             self._apply(Event.LINK_LOST)
+        self._check_guardian()
+        self.actuator.set_armed(self.state is State.ARMED)
+
+    def _check_guardian(self) -> None:
+        """A guardian trip -> FAULT (neutral); a lost guardian -> stop with GUARDIAN_LOST."""
+        failure = self.actuator.guardian_failure
+        if failure is not None and not self._stop.is_set():
+            self.request_stop(ExitCode.GUARDIAN_LOST, f"guardian lost: {failure}")
+        trip = self.actuator.take_guardian_trip()
+        if trip is not None:
+            self.guardian_trips += 1
+            log.error(
+                "the guardian wrote neutral %.0f ms ago (%s for %.0f ms): the car is in fault and "
+                "will not drive until it is disarmed and armed again", trip["ago_ms"],
+                trip["reason"], trip["gap_ms"])
+            self._apply(Event.GUARDIAN_TRIP)
 
     def _deadman_lost(self) -> bool:
         return self._deadman_s is not None and deadline_expired(
@@ -293,13 +317,24 @@ class DriveLoop:
         except Exception as exc:  # any stage failure: neutral, then exit with FAULT
             self.stats.errors += 1
             self.state = step(self.state, Event.ERROR).state
-            code, reason = int(ExitCode.FAULT), f"{type(exc).__name__}: {exc}"
+            code, reason = int(ExitCode.FAULT), (f"{type(exc).__name__}: {exc}" if str(exc)
+                                                  else type(exc).__name__)
             log.error("drive loop fault: %s", reason)
         finally:
             if code != ExitCode.FAULT:  # a fault stays visible in the last record
                 self.state = step(self.state, Event.END).state
             try:
+                self.actuator.set_armed(False)
                 self._neutral(None, event="exit")
+            except Exception as exc:  # a failing output: every channel that still accepts it
+                log.error("neutral on exit failed: %s", exc)
+                results = self.actuator.emergency_neutral()
+                note = "neutral: " + ", ".join(f"{k} {v}" for k, v in results.items())
+                log.error("%s", note)
+                if code == ExitCode.OK:
+                    code = int(ExitCode.FAULT)
+                if note not in reason:
+                    reason = f"{reason}; {note}"
             finally:
                 self.source.stop()
                 sdnotify.stopping()
@@ -330,9 +365,11 @@ class DriveLoop:
             "frame_age_ms": round(age_s * 1e3, 3),
             "state": self.state.value,
         }
+        self.actuator.set_armed(self.state is State.ARMED)
         if verdict.drive and decision.valid:
             w = self.actuator.command(decision.angle, decision.throttle, **context)
-            self.stats.driven += 1
+            if w.context.get("event") is None:  # not refused (guardian trip / lost)
+                self.stats.driven += 1
         else:
             w = self.actuator.neutral(**context)
         timer.lap("actuate")
@@ -353,6 +390,8 @@ class DriveLoop:
             "nonfinite": self.pipeline.mapper.nonfinite,
             "deadman_ms": None if self._deadman_s is None else round(self._deadman_s * 1e3, 1),
             "deadman_trips": self.deadman_trips,
+            "guardian_trips": self.guardian_trips,
+            "guardian": self.actuator.guardian.status() if self.actuator.guardian else None,
             "hook_errors": self.hook_errors,
             "calibrating": self._calibrating,
             "stages": self.pipeline.timer.summary(),
@@ -369,13 +408,175 @@ class DriveLoop:
         log.info("%s", line)
 
 
-def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0, stall_s: float = 2.0) -> int:
-    """Run ``loop`` in a worker thread; SIGINT/SIGTERM stop it with exit code 128+signal.
+#: Signals that end the run: neutral, then exit 128 + signal number (see :class:`ExitCode`).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGPIPE)
+
+
+class SignalExit(BaseException):
+    """A stop signal that arrived before the drive loop ran (raised once, in the main thread, so
+    start-up unwinds and closes the outputs at neutral). ``code`` = 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.code = ExitCode.for_signal(signum)
+        super().__init__(f"{signal.Signals(signum).name} received")
+
+
+class StopSignals:
+    """Every signal that can end or stop the process leaves the car at neutral, from start-up
+    to exit. A context manager for the main thread; :meth:`attach` routes signals to a loop.
+
+    - SIGINT, SIGTERM, SIGHUP (a lost terminal), SIGQUIT, SIGUSR1, SIGUSR2: the first one stops
+      the run with ``128 + signal`` (:class:`ExitCode`): with a loop attached through
+      :meth:`DriveLoop.request_stop` (neutral on the way out), before that by raising
+      :class:`SignalExit` once in the main thread. Later ones (a burst of Ctrl-C, systemd's
+      SIGTERM after a SIGINT) are only counted: never raised, never "Exception ignored".
+    - SIGPIPE: only when stdout or stderr is a closed pipe (``car-runtime run | head``); a
+      SIGPIPE from a network socket (a web client that went away) is ignored.
+    - SIGHUP, SIGPIPE: a terminal or pipe that is gone is replaced by /dev/null, so the log
+      lines and the summary printed on the way out cannot fail.
+    - SIGTSTP (Ctrl-Z): disarm and wait (at most ``tstp_wait_s``) for the loop's neutral --
+      else write neutral directly on every channel -- then stop. After SIGCONT the loop stays
+      disarmed: arm again to drive. (SIGSTOP cannot be caught: the guardian covers it.)
+
+    On exit the previous handlers come back, unless ``keep`` (a process about to exit): then
+    the stop signals are ignored from there on -- a late one cannot kill the process with the
+    wrong status while the interpreter shuts down (Python resets its own handlers to the
+    default action then; an ignored signal it leaves alone).
+    """
+
+    def __init__(self, *, keep: bool = False, tstp_wait_s: float = 0.5) -> None:
+        self.keep = keep
+        self.tstp_wait_s = tstp_wait_s
+        self.signum: int | None = None  # the first stop signal
+        self.count = 0
+        self._loop: DriveLoop | None = None
+        self._raised = False
+        self._previous: dict[int, object] = {}
+
+    @property
+    def code(self) -> int | None:
+        return None if self.signum is None else ExitCode.for_signal(self.signum)
+
+    def __enter__(self) -> "StopSignals":
+        for s in STOP_SIGNALS:
+            self._previous[s] = signal.signal(s, self._on_stop)
+        self._previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_tstp)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop = None
+        self._raised = True  # never raise from here on
+        if self.keep:
+            for s in STOP_SIGNALS:
+                signal.signal(s, signal.SIG_IGN)
+            return
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]
+
+    def attach(self, loop: "DriveLoop") -> None:
+        self._loop = loop
+        if self.signum is not None:  # a signal came during start-up, before the loop existed
+            loop.request_stop(self.code, f"{signal.Signals(self.signum).name} received")
+
+    def detach(self) -> None:
+        self._loop = None
+        self._raised = True  # the loop has ended: never raise into the shutdown path
+
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGPIPE and not _silence_broken_streams():
+            log.debug("SIGPIPE from a socket (a peer went away): ignored")
+            return
+        if signum == signal.SIGHUP:
+            _silence_broken_streams()
+        self.count += 1
+        if self.signum is not None:
+            return
+        self.signum = signum
+        name = signal.Signals(signum).name
+        loop = self._loop
+        if loop is not None:
+            log.info("%s received: stopping (neutral, exit %d)", name, self.code)
+            loop.request_stop(self.code, f"{name} received")
+        elif not self._raised:
+            self._raised = True
+            raise SignalExit(signum)
+
+    def _on_tstp(self, _signum: int, _frame: object) -> None:
+        loop = self._loop
+        if loop is not None and loop.state is not State.FAULT:
+            log.warning("SIGTSTP: disarming (neutral), then stopping; after SIGCONT the car "
+                        "stays disarmed: arm again to drive")
+            loop.disarm()
+            end_s = now_s() + self.tstp_wait_s
+            act = loop.actuator
+            neutral = act.calibration.neutral_ns()
+
+            def at_rest() -> bool:  # disarmed, and its neutral is out (no write half done)
+                w = act.last_write
+                return (loop.state is not State.ARMED and not loop.arm_pending
+                        and act.write_stuck_s() is None and w is not None
+                        and (w.servo_ns, w.motor_ns) == neutral)
+
+            while not at_rest() and now_s() < end_s and loop.exit_code is None:
+                time.sleep(0.002)
+            if not at_rest():
+                results = loop.actuator.emergency_neutral()
+                log.error("the drive loop did not disarm within %.1f s: wrote neutral directly: %s",
+                          self.tstp_wait_s, ", ".join(f"{k} {v}" for k, v in results.items()))
+        _flush_std()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        if loop is not None:
+            log.warning("SIGCONT: resumed, %s (arm again to drive)", loop.state.value)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _silence_broken_streams() -> bool:
+    """Point stdout/stderr at /dev/null where they are a closed pipe or a hung-up terminal;
+    True if one was."""
+    broken = False
+    poller = select.poll()
+    for fd in (1, 2):
+        try:
+            poller.register(fd, select.POLLOUT)
+        except (OSError, ValueError):
+            continue
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return False
+    for fd, ev in events:
+        if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+            broken = True
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
+            except OSError:
+                pass
+    return broken
+
+
+def drive_with_signals(
+    loop: DriveLoop, *, grace_s: float = 2.0, stall_s: float = 2.0,
+    signals: StopSignals | None = None,
+) -> int:
+    """Run ``loop`` in a worker thread, supervised from this (the main) thread, with
+    :class:`StopSignals` routed to it (``signals``, or a new set that stays installed).
 
     If the loop does not finish within ``grace_s`` after a stop, or makes no progress for
-    ``stall_s`` (a hung stage: the watchdog already sent neutral), the actuator is closed
-    (neutral) from here and the process exits hard: the signal's code, or
-    :attr:`ExitCode.WATCHDOG`.
+    ``stall_s`` (a hung stage or a PWM write that does not return: the watchdog already sent
+    neutral where it could), neutral is written on every channel that still accepts it, without
+    the device lock and bounded in time, one ``error:`` line says why, and the process exits
+    hard: the stop's code, or :attr:`ExitCode.WATCHDOG` (5).
     """
     done = threading.Event()
     result: list[int] = []
@@ -386,49 +587,98 @@ def drive_with_signals(loop: DriveLoop, *, grace_s: float = 2.0, stall_s: float 
         finally:
             done.set()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        log.info("%s received: stopping", name)
-        loop.request_stop(128 + signum, f"{name} received")
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    own = signals is None
+    if signals is None:
+        signals = StopSignals(keep=True).__enter__()
+    signals.attach(loop)
     thread = threading.Thread(target=worker, name="drive-loop", daemon=True)
     thread.start()
     try:
         stop_seen: float | None = None
         while not done.wait(0.05):
-            code = None
             if loop.stopping:
                 stop_seen = stop_seen or now_s()
                 if now_s() - stop_seen > grace_s:
-                    log.error("drive loop did not stop within %.1f s: forcing neutral", grace_s)
-                    code = loop.stop_code
+                    _force_exit(loop, loop.stop_code,
+                                f"the drive loop did not stop within {grace_s:.1f} s")
             elif now_s() - loop.last_progress_s > stall_s:
-                log.error("drive loop stuck for %.1f s (hung stage): forcing neutral", stall_s)
-                code = int(ExitCode.WATCHDOG)
-            if code is not None:
-                loop.actuator.close()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+                stuck_s = loop.actuator.write_stuck_s()
+                if stuck_s is not None:
+                    why = (f"a PWM write to {loop.actuator.busy_target or 'the output'} has not "
+                           f"returned for {stuck_s:.1f} s")
+                else:
+                    why = f"the drive loop is stuck for {stall_s:.1f} s (a hung stage)"
+                _force_exit(loop, int(ExitCode.WATCHDOG), why)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signals.detach()
+        if own:  # the loop has ended and the process is on its way out
+            signals.__exit__(None, None, None)
     return result[0] if result else int(ExitCode.FAULT)
+
+
+def _force_exit(loop: DriveLoop, code: int, why: str) -> None:
+    """Neutral on every channel that takes it, one line, exit ``code`` now (never returns)."""
+    results = loop.actuator.emergency_neutral()
+    guardian = loop.actuator.guardian
+    if guardian is not None:
+        guardian.abandon()  # it writes neutral too, and exits
+    line = f"{why}; neutral: " + ", ".join(f"{k} {v}" for k, v in results.items())
+    log.error("%s (exit %d)", line, code)
+    try:
+        print(f"error: {line}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+    _flush_std()
+    os._exit(code)
 
 
 # -- wiring shared by `car-runtime run` and the ROS node -------------------------------------------
 
 def open_actuator(cfg: "RunConfig") -> Actuator:
-    """Calibration (stock defaults with a warning if the file is missing) and the output, with
-    the deadline watchdog. The car is at neutral when this returns."""
+    """Calibration (stock defaults with a warning if the file is missing), the output with the
+    deadline watchdog, and -- for real outputs with ``cfg.guardian`` -- the guardian process.
+    The car is at neutral when this returns."""
     from car_runtime.actuation.calibration import load_calibration
     from car_runtime.actuation.output import open_output
 
     calibration = load_calibration(cfg.calibration, missing="defaults")
-    return Actuator(
+    actuator = Actuator(
         open_output(cfg.output, calibration), calibration, deadline_s=cfg.deadline_ms / 1e3
     )
+    if cfg.guardian:
+        try:
+            attach_guardian(actuator, cfg.deadline_ms / 1e3)
+        except BaseException:
+            actuator.close()
+            raise
+    return actuator
+
+
+def attach_guardian(actuator: Actuator, deadline_s: float) -> None:
+    """Start the guardian process for ``actuator``'s output (if another process can reach it;
+    otherwise a warning) and attach it. HardwareError if it cannot start."""
+    from car_runtime.actuation.guardian import GuardianError, GuardianLink
+    from car_runtime.actuation.recorder import Recorder
+    from car_runtime.errors import HardwareError
+
+    output = actuator.output
+    targets = output.guardian_targets()
+    if targets is None:
+        if not isinstance(output, Recorder):
+            log.warning("no guardian for %s: another process cannot open it; only the in-process "
+                        "watchdog covers stalls (use a device path like /dev/ttyACM0)",
+                        type(output).__name__)
+        return
+    try:
+        link = GuardianLink(targets, deadline_s)
+    except GuardianError as exc:
+        raise HardwareError(
+            f"the guardian process could not start: {exc}; fix that, or set guardian: false to "
+            "drive without the out-of-process fail-safe"
+        ) from None
+    actuator.attach_guardian(link)
+    log.info("guardian pid %d watches %s (deadline %.0f ms)", link.pid,
+             ", ".join(t.path for t in targets), deadline_s * 1e3)
 
 
 def load_pipeline(

@@ -18,14 +18,24 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where the rings are made, not here: the stop path (`car-runtime neutral`,
+# the actuation layer) uses only now_s and must start fast.
 
 TOTAL = "total"
 
 #: The stage names every entry point reports, in pipeline order.
 PIPELINE_STAGES = ("decode", "preprocess", "infer", "decide", "actuate")
+
+def _np():
+    import numpy
+
+    return numpy
+
 
 now_s = time.monotonic
 """The clock for capture times, ages and deadlines (monotonic seconds)."""
@@ -35,6 +45,8 @@ class _Ring:
     __slots__ = ("buf", "n", "i")
 
     def __init__(self, capacity: int) -> None:
+        import numpy as np
+
         self.buf = np.zeros(capacity, dtype=np.int64)
         self.n = 0
         self.i = 0
@@ -97,6 +109,8 @@ class StageTimer:
 
     def samples_ms(self, stage: str) -> np.ndarray:
         """All retained samples of ``stage`` in milliseconds (a copy)."""
+        import numpy as np
+
         return self._rings[stage].values_ns().astype(np.float64) / 1e6
 
     def summary(self) -> dict[str, dict[str, float]]:
@@ -106,7 +120,7 @@ class StageTimer:
             ms = self.samples_ms(name)
             if ms.size == 0:
                 continue
-            p50, p90, p99 = np.percentile(ms, (50, 90, 99))
+            p50, p90, p99 = _np().percentile(ms, (50, 90, 99))
             out[name] = {
                 "p50_ms": float(p50),
                 "p90_ms": float(p90),
@@ -128,7 +142,7 @@ class RateMeter:
     """Frames per second over a sliding window of recent event times."""
 
     def __init__(self, window: int = 64) -> None:
-        self._t = np.zeros(window, dtype=np.float64)
+        self._t = _np().zeros(window, dtype=_np().float64)
         self._n = 0
         self._i = 0
 
@@ -143,6 +157,6 @@ class RateMeter:
         if self._n < self._t.shape[0]:
             ts = self._t[: self._n]
         else:
-            ts = np.roll(self._t, -self._i)
+            ts = _np().roll(self._t, -self._i)
         span = ts[-1] - ts[0]
         return (self._n - 1) / span if span > 0 else 0.0

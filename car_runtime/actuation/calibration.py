@@ -33,6 +33,7 @@ DEFAULT_CALIBRATION_PATH = Path("/opt/aws/deepracer/calibration.json")
 PERIOD_NS = 20_000_000
 CALIBRATION_VERSION = 1
 HISTORY_KEEP = 10
+MAX_CALIBRATION_BYTES = 64 * 1024  # the stock file is ~300 bytes
 
 #: Stock web-console units (webserver_pkg): ``ns = ui * factor + PWM_OFFSET_NS``.
 PWM_OFFSET_NS = 1_500_000
@@ -214,11 +215,13 @@ def console_units(channel: str, duty_ns: int) -> float:
 
 
 def _as_int(v: Any, where: str) -> int:
+    from car_runtime.safe_files import show
+
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise CalibrationError(f'"{where}" must be an integer, got {v!r}')
+        raise CalibrationError(f'"{where}" must be an integer, got {show(v)}')
     if isinstance(v, float):
         if not v.is_integer():
-            raise CalibrationError(f'"{where}" must be an integer, got {v!r}')
+            raise CalibrationError(f'"{where}" must be an integer, got {show(v)}')
         v = int(v)
     return v
 
@@ -239,11 +242,14 @@ def _fix_hint(path: Path) -> str:
 
 
 def parse_calibration_bytes(data: bytes, source: str = "<bytes>") -> Calibration:
-    """Parse and validate a stock calibration file's content."""
+    """Parse and validate a stock calibration file's content (strict UTF-8 JSON, bounded
+    nesting and numbers: see :func:`car_runtime.safe_files.load_json`)."""
+    from car_runtime.safe_files import load_json
+
     try:
-        d = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"{source} is not valid JSON ({exc})") from None
+        d = load_json(data, source)
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
     try:
         return Calibration.from_stock_dict(d)
     except CalibrationError as exc:
@@ -260,7 +266,7 @@ def load_calibration(path: str | Path | None = None, *, missing: str = "error") 
         raise ValueError(f"missing must be 'error' or 'defaults', not {missing!r}")
     p = _resolve(path)
     try:
-        data = p.read_bytes()
+        data = _read(p)
     except FileNotFoundError:
         if missing == "defaults":
             log.warning("calibration file %s not found: using the stock defaults", p)
@@ -275,10 +281,18 @@ def load_calibration(path: str | Path | None = None, *, missing: str = "error") 
             f"cannot read calibration file {p}: {exc.strerror or exc}; check its permissions "
             f"(it must be a readable file)"
         ) from None
+    except ValueError as exc:  # a FIFO, a device, a directory, too large
+        raise CalibrationError(f"cannot use calibration file: {exc}; {_fix_hint(p)}") from None
     try:
         return parse_calibration_bytes(data, str(p))
     except CalibrationError as exc:
         raise CalibrationError(f"{exc}; {_fix_hint(p)}") from None
+
+
+def _read(p: Path) -> bytes:
+    from car_runtime.safe_files import read_small_file
+
+    return read_small_file(p, MAX_CALIBRATION_BYTES)
 
 
 def dumps_stock(cal: Calibration) -> str:
@@ -425,10 +439,10 @@ def list_history(path: str | Path | None = None) -> list[HistoryEntry]:
     for n, f in enumerate(sorted(hist.glob("*.json"), reverse=True), start=1):
         try:
             mtime = f.stat().st_mtime
-            cal, err = parse_calibration_bytes(f.read_bytes(), str(f)), None
+            cal, err = parse_calibration_bytes(_read(f), str(f)), None
         except CalibrationError as exc:
             cal, err = None, str(exc)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             cal, err, mtime = None, str(exc), 0.0
         saved = _dt.datetime.fromtimestamp(mtime, _dt.timezone.utc).isoformat(timespec="seconds")
         entries.append(HistoryEntry(n, f, _stamp_to_iso(f.stem), saved, cal, err))

@@ -20,88 +20,52 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration, clamp_unit
+from car_runtime.actuation.serial_servo import DEFAULT_BAUD
 from car_runtime.errors import CalibrationError, ConfigError
 from car_runtime.timing import now_s
 
+if TYPE_CHECKING:
+    from car_runtime.actuation.guardian import GuardianLink
+
 log = logging.getLogger(__name__)
 
+__all__ = ["Actuator", "DutyWrite", "PwmOutput", "OutputSpec", "open_output", "parse_output_spec",
+           "OUTPUT_GRAMMAR", "DEFAULT_BAUD", "DEFAULT_PWM_CLASS_DIR"]
+
 DEFAULT_PWM_CLASS_DIR = "/sys/class/pwm"
-DEFAULT_BAUD = 115_200
 OUTPUT_GRAMMAR = "sysfs[:PWM_CLASS_DIR][,key=value...] | serial:URL[@BAUD][,key=value...] | record:[PATH]"
-
-
-@dataclass(slots=True)
-class DutyWrite:
-    """One write to both channels: the applied command and the pulses sent.
-
-    ``angle``/``throttle`` are the values actually applied (after clamping; 0 for non-finite
-    input); ``context`` carries the caller's extras (frame seq, state, event...).
-    """
-
-    t_s: float
-    angle: float
-    throttle: float
-    servo_ns: int
-    motor_ns: int
-    context: dict = field(default_factory=dict)
-
-
-class PwmOutput(ABC):
-    """One device (two channels). Context manager; ``close()`` leaves neutral and releases.
-
-    Subclasses implement :meth:`write` (hardware writes motor/ESC first, then servo, like stock;
-    on success it sets :attr:`last_pulses_ns`) and :meth:`_release`. ``close()`` writes
-    ``(servo mid, motor mid)`` unless that is exactly what was last written, then releases the
-    device; it is idempotent.
-    """
-
-    def __init__(self, calibration: Calibration) -> None:
-        self.calibration = calibration
-        self.closed = False
-        self.last_pulses_ns: tuple[int, int] | None = None  # (servo, motor) last written
-        self._t0_s = now_s()
-
-    @abstractmethod
-    def write(self, w: DutyWrite) -> None:
-        """Send ``w.servo_ns`` and ``w.motor_ns``; raise HardwareError on failure."""
-
-    def _release(self) -> None:
-        """Free the device (close files/ports). Called once by :meth:`close`."""
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            neutral = self.calibration.neutral_ns()
-            if self.last_pulses_ns != neutral:
-                self.write(
-                    DutyWrite(now_s() - self._t0_s, 0.0, 0.0, neutral[0], neutral[1], {"event": "close"})
-                )
-        finally:
-            self.closed = True
-            self._release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+#: How long close() waits for a device write in progress before it gives up on that channel.
+CLOSE_WAIT_S = 1.0
 
 
 class Actuator:
-    """The single value -> pulse path: calibration + one :class:`PwmOutput` + a deadline watchdog.
+    """The single value -> pulse path: calibration + one :class:`PwmOutput` + a deadline
+    watchdog (+ the guardian process, when one is attached).
 
-    Thread-safe (one lock). Writes neutral once on construction (context
-    ``{"state": "disarmed", "event": "start"}``) and on :meth:`close`. With ``deadline_s``, a
-    daemon thread writes neutral (with ``watchdog_context``) once when no :meth:`command` /
-    :meth:`raw` arrived within ``deadline_s`` of the previous one, and counts ``deadline_misses``;
-    it fires again only after a new command and another expiry.
+    Thread-safe. Two locks, never held across each other's waits: ``_io`` serialises device
+    writes (it is held across ``output.write``), ``_cond`` guards the bookkeeping (never held
+    across a device write). Writes neutral once on construction (context ``{"state":
+    "disarmed", "event": "start"}``) and on :meth:`close`. With ``deadline_s``, a daemon thread
+    writes neutral (with ``watchdog_context``) once when no :meth:`command` / :meth:`raw`
+    arrived within ``deadline_s`` of the previous one, and counts ``deadline_misses``; it fires
+    again only after a new command and another expiry.
+
+    Shutdown never hangs on a device: :meth:`close` waits at most ``CLOSE_WAIT_S`` for a write in
+    progress, then falls back to :meth:`emergency_neutral` (each channel on its own bounded
+    thread); neither raises for a device error (they log one line and keep the outcome in
+    :attr:`close_outcome`).
+
+    With a guardian (:meth:`attach_guardian`): every device write is bracketed for it (a stuck
+    write is visible), its time is the heartbeat, and a driving command is refused (neutral is
+    written instead, context ``event="guardian_trip"``) while a guardian trip is pending -- the
+    check runs right before and right after the device write. If the guardian dies, the actuator
+    writes neutral and refuses to drive from then on (:attr:`guardian_failure`).
     """
 
     def __init__(
@@ -121,19 +85,23 @@ class Actuator:
         self.clamped = 0
         self.deadline_misses = 0
         self.last_write: DutyWrite | None = None
+        self.close_outcome: str | None = None  # what close() could do, when it was not plain
+        self.guardian: GuardianLink | None = None
+        self._io = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._t0_s = now_s()
         self._expires_at_s: float | None = None  # watchdog armed while not None
         self._closed = False
         self._pulses_ns = calibration.neutral_ns()
+        self._writing_since_s: float | None = None
         self._thread: threading.Thread | None = None
         try:
             self.neutral(state="disarmed", event="start")
         except BaseException:
             try:
                 output.close()
-            except Exception:
-                log.exception("could not close the output after a failed start")
+            except Exception as exc:  # noqa: BLE001 - the start error is the one to report
+                log.error("could not close the output after a failed start: %s", exc)
             raise
         if deadline_s is not None:
             self._thread = threading.Thread(target=self._watch, name="actuator-watchdog", daemon=True)
@@ -143,6 +111,48 @@ class Actuator:
     def output(self) -> PwmOutput:
         return self._output
 
+    # ---------------------------------------------------------------- guardian
+
+    def attach_guardian(self, link: "GuardianLink") -> None:
+        """Feed ``link`` from now on; if it fails, neutral and no more driving."""
+        self.guardian = link
+        link.on_failure(self._guardian_lost)
+
+    @property
+    def guardian_failure(self) -> str | None:
+        g = self.guardian
+        return g.failure if g is not None else None
+
+    def take_guardian_trip(self) -> dict | None:
+        """A guardian trip not yet taken (see :meth:`GuardianLink.take_trip`), else None."""
+        g = self.guardian
+        return g.take_trip() if g is not None else None
+
+    def set_armed(self, armed: bool) -> None:
+        """Tell the guardian whether the loop may drive (it guards an armed loop even at rest)."""
+        g = self.guardian
+        if g is not None:
+            g.set_armed(armed)
+
+    def _guardian_lost(self, reason: str) -> None:
+        if self._closed:
+            return
+        log.error("%s: writing neutral; the car will not drive without its fail-safe", reason)
+        try:
+            self.neutral(state="fault", event="guardian_lost")
+        except Exception as exc:  # noqa: BLE001 - logged; the loop ends the run next
+            log.error("neutral after losing the guardian failed: %s", exc)
+
+    def _refuse_driving(self) -> str | None:
+        g = self.guardian
+        if g is None:
+            return None
+        if g.failure is not None:
+            return "guardian_lost"
+        if g.trip_pending():
+            return "guardian_trip"
+        return None
+
     # ---------------------------------------------------------------- commands
 
     def command(self, angle: float, throttle: float, *, t_s: float | None = None, **context: Any) -> DutyWrite:
@@ -150,34 +160,39 @@ class Actuator:
 
         Out-of-range values are clamped and non-finite ones sent to neutral; each such channel
         adds 1 to :attr:`clamped` and is listed in ``context["clamped"]`` with the value asked for.
+        While the guardian forbids driving (see the class docstring) neutral is written instead.
         """
         a, a_adj = clamp_unit(angle)
         th, th_adj = clamp_unit(throttle)
-        with self._cond:
+        cal = self.calibration
+        servo_ns, _ = cal.servo.to_duty_ns(a)
+        motor_ns, _ = cal.motor.to_duty_ns(th)
+        if a_adj or th_adj:
+            asked = {}
+            if a_adj:
+                asked["angle"] = _json_number(angle)
+            if th_adj:
+                asked["throttle"] = _json_number(throttle)
+            context["clamped"] = asked
+        with self._io:
             self._check_open()
-            cal = self.calibration
-            servo_ns, _ = cal.servo.to_duty_ns(a)
-            motor_ns, _ = cal.motor.to_duty_ns(th)
             if a_adj or th_adj:
-                self.clamped += a_adj + th_adj
-                asked = {}
-                if a_adj:
-                    asked["angle"] = _json_number(angle)
-                if th_adj:
-                    asked["throttle"] = _json_number(throttle)
-                context["clamped"] = asked
+                with self._cond:
+                    self.clamped += a_adj + th_adj
             w = DutyWrite(self._t(t_s), float(a), float(th), servo_ns, motor_ns, context)
-            self._write_locked(w)
-            self._arm_locked()
+            w = self._device_write(w)
+            if w.context.get("event") not in ("guardian_trip", "guardian_lost"):
+                self._arm_watchdog()
             return w
 
     def neutral(self, *, t_s: float | None = None, **context: Any) -> DutyWrite:
         """Write ``(servo mid, motor mid)``. Does not re-arm the watchdog (it cancels a pending
         deadline: the output is already at rest)."""
-        with self._cond:
+        with self._io:
             self._check_open()
-            w = self._neutral_write(self._t(t_s), context)
-            self._expires_at_s = None
+            w = self._device_write(self._neutral_for(self._t(t_s), context))
+            with self._cond:
+                self._expires_at_s = None
             return w
 
     def raw(self, servo_ns: int | None, motor_ns: int | None, **context: Any) -> DutyWrite:
@@ -185,45 +200,99 @@ class Actuator:
 
         Each pulse must be an integer within ``[0, period]``. Re-arms the watchdog.
         """
-        with self._cond:
+        period = self.calibration.period_ns
+        for name, v in (("servo", servo_ns), ("motor", motor_ns)):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= period:
+                raise CalibrationError(f"raw {name} pulse must be an integer in [0, {period}] ns, got {v!r}")
+        with self._io:
             self._check_open()
-            period = self.calibration.period_ns
-            for name, v in (("servo", servo_ns), ("motor", motor_ns)):
-                if v is None:
-                    continue
-                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= period:
-                    raise CalibrationError(f"raw {name} pulse must be an integer in [0, {period}] ns, got {v!r}")
             s = self._pulses_ns[0] if servo_ns is None else int(servo_ns)
             m = self._pulses_ns[1] if motor_ns is None else int(motor_ns)
             cal = self.calibration
             context.setdefault("raw", True)
             w = DutyWrite(self._t(None), cal.servo.to_value(s), cal.motor.to_value(m), s, m, context)
-            self._write_locked(w)
-            self._arm_locked()
+            w = self._device_write(w)
+            self._arm_watchdog()
             return w
 
     def set_calibration(self, calibration: Calibration) -> None:
-        """Use a new calibration from now on (for the output's neutral on close too)."""
-        with self._cond:
+        """Use a new calibration from now on (for the output's neutral on close too).
+
+        Not with a guardian attached: its neutral pulses are fixed when it starts."""
+        if self.guardian is not None and calibration.neutral_ns() != self.calibration.neutral_ns():
+            raise ConfigError("the calibration cannot change while the guardian runs; restart")
+        with self._io:
             self.calibration = calibration
             self._output.calibration = calibration
 
     # ---------------------------------------------------------------- lifecycle
 
+    def write_stuck_s(self) -> float | None:
+        """How long the device write in progress has been running (None: no write running)."""
+        since = self._writing_since_s
+        return None if since is None else now_s() - since
+
+    @property
+    def busy_target(self) -> str | None:
+        """What the write in progress is writing to (for messages)."""
+        return self._output.busy
+
+    def emergency_neutral(self, timeout_s: float = 0.5) -> dict[str, str]:
+        """Neutral on every channel that still accepts writes, without the device lock, each
+        bounded by ``timeout_s``: ``{channel: "ok" | "failed (...)" | "stuck (...)"}``.
+
+        For paths that must end now (a stuck or failing write); the guardian, if any, is told to
+        write neutral too."""
+        with self._cond:
+            self._expires_at_s = None
+        results = self._output.emergency_neutral(timeout_s)
+        if all(v == "ok" for v in results.values()):
+            self._pulses_ns = self.calibration.neutral_ns()
+        return results
+
     def close(self) -> None:
-        """Stop the watchdog, write neutral, close the output. Idempotent."""
+        """Stop the watchdog, write neutral, close the output and the guardian. Idempotent;
+        never raises for a device error and never waits long for a stuck device."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        got_io = self._io.acquire(timeout=CLOSE_WAIT_S)
+        clean = False
         try:
-            with self._cond:
-                self._neutral_write(self._t(None), {"state": "disarmed", "event": "close"})
+            if got_io:
+                try:
+                    self._device_write(self._neutral_for(self._t(None),
+                                                         {"state": "disarmed", "event": "close"}))
+                    self._output.close()
+                    clean = True
+                except Exception as exc:  # noqa: BLE001 - reported on one line below
+                    self._close_fallback(f"neutral on close failed: {exc}")
+            else:
+                stuck = self.write_stuck_s() or 0.0
+                self._close_fallback(f"a write to {self.busy_target or 'the output'} has been "
+                                     f"stuck for {stuck:.1f} s")
         finally:
-            self._output.close()
+            if got_io:
+                self._io.release()
+            if self.guardian is not None:
+                self.guardian.close(clean=clean)
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(CLOSE_WAIT_S)
+
+    def _close_fallback(self, why: str) -> None:
+        results = self.emergency_neutral()
+        self.close_outcome = f"{why}; neutral: " + ", ".join(f"{k} {v}" for k, v in results.items())
+        log.error("%s", self.close_outcome)
+        if not self._output.busy:
+            try:
+                self._output.closed = True
+                self._output._release()
+            except Exception:  # noqa: BLE001 - the device is already in trouble
+                pass
 
     def __enter__(self) -> "Actuator":
         return self
@@ -240,42 +309,85 @@ class Actuator:
         if self._closed:
             raise RuntimeError("Actuator is closed")
 
-    def _write_locked(self, w: DutyWrite) -> None:
-        self._output.write(w)
+    def _neutral_for(self, t_s: float, context: dict) -> DutyWrite:
+        servo_ns, motor_ns = self.calibration.neutral_ns()
+        return DutyWrite(t_s, 0.0, 0.0, servo_ns, motor_ns, context)
+
+    def _device_write(self, w: DutyWrite) -> DutyWrite:
+        """Write ``w`` (caller holds ``_io``); with a guardian, bracket it and refuse to drive
+        while a trip is pending. Returns what was written."""
+        neutral = self.calibration.neutral_ns()
+        driving = (w.servo_ns, w.motor_ns) != neutral
+        g = self.guardian
+        if g is None:
+            self._write_out(w)
+            return w
+        refusal = self._refuse_driving() if driving else None
+        if refusal is not None:
+            w = self._neutral_for(w.t_s, {**w.context, "event": refusal})
+            driving = False
+        g.begin_write(driving)
+        try:
+            self._write_out(w)
+        finally:
+            g.end_write(driving)  # a failed driving write may have left one channel driving
+        if driving:
+            refusal = self._refuse_driving()  # the guardian tripped during the write: undo it
+            if refusal is not None:
+                w = self._neutral_for(w.t_s, {**w.context, "event": refusal})
+                g.begin_write(False)
+                try:
+                    self._write_out(w)
+                finally:
+                    g.end_write(False)
+        return w
+
+    def _write_out(self, w: DutyWrite) -> None:
+        self._writing_since_s = now_s()
+        try:
+            self._output.write(w)
+        finally:
+            self._writing_since_s = None
         self._pulses_ns = (w.servo_ns, w.motor_ns)
         self.last_write = w
 
-    def _neutral_write(self, t_s: float, context: dict) -> DutyWrite:
-        servo_ns, motor_ns = self.calibration.neutral_ns()
-        w = DutyWrite(t_s, 0.0, 0.0, servo_ns, motor_ns, context)
-        self._write_locked(w)
-        return w
-
-    def _arm_locked(self) -> None:
+    def _arm_watchdog(self) -> None:
         if self.deadline_s is None:
             return
-        was_idle = self._expires_at_s is None
-        self._expires_at_s = now_s() + self.deadline_s
-        if was_idle:
-            self._cond.notify_all()
+        with self._cond:
+            was_idle = self._expires_at_s is None
+            self._expires_at_s = now_s() + self.deadline_s
+            if was_idle:
+                self._cond.notify_all()
 
     def _watch(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._expires_at_s is None:
-                    self._cond.wait()
-                    continue
-                remaining = self._expires_at_s - now_s()
-                if remaining > 0:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._expires_at_s is None:
+                        self._cond.wait()
+                        continue
+                    remaining = self._expires_at_s - now_s()
+                    if remaining <= 0:
+                        break
                     self._cond.wait(remaining)
-                    continue
-                self._expires_at_s = None
-                self.deadline_misses += 1
+                if self._closed:
+                    return
+            # Expired as seen without the device lock; confirm under it (a command may have
+            # just arrived). Blocks while a device write is in progress.
+            with self._io:
+                with self._cond:
+                    if self._closed:
+                        return
+                    if self._expires_at_s is None or now_s() < self._expires_at_s:
+                        continue
+                    self._expires_at_s = None
+                    self.deadline_misses += 1
                 log.warning("no command for %.3f s: writing neutral", self.deadline_s)
                 try:
-                    self._neutral_write(self._t(None), dict(self.watchdog_context))
-                except Exception:  # keep watching; the next expiry tries again
-                    log.exception("watchdog could not write neutral")
+                    self._device_write(self._neutral_for(self._t(None), dict(self.watchdog_context)))
+                except Exception as exc:  # noqa: BLE001 - keep watching; the next expiry retries
+                    log.error("watchdog could not write neutral: %s", exc)
 
 
 def _json_number(v: Any) -> float | str:

@@ -9,9 +9,14 @@ ESC first, then servo, in one write.
 
 from __future__ import annotations
 
+import os
+
+from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration
-from car_runtime.actuation.output import DEFAULT_BAUD, DutyWrite, PwmOutput
+from car_runtime.actuation.guardian import NeutralTarget, run_bounded, write_target
 from car_runtime.errors import HardwareError
+
+DEFAULT_BAUD = 115_200
 
 SET_TARGET = 0x84
 NS_PER_UNIT = 250  # Maestro targets are in 0.25 us
@@ -72,6 +77,33 @@ class SerialServo(PwmOutput):
         if n is not None and n != len(data):
             raise HardwareError(f"servo controller {self.url}: wrote {n} of {len(data)} bytes; check the USB cable")
         self.last_pulses_ns = (w.servo_ns, w.motor_ns)
+
+    def neutral_bytes(self) -> bytes:
+        servo_mid, motor_mid = self.calibration.neutral_ns()
+        return set_target_bytes(self.motor_channel, motor_mid) + set_target_bytes(self.servo_channel, servo_mid)
+
+    def guardian_targets(self) -> list[NeutralTarget] | None:
+        """The tty device itself, when the URL is one (``/dev/ttyACM0``); None for ``loop://``,
+        ``rfc2217://`` and other URLs a second process cannot open."""
+        if not self.url.startswith("/"):
+            return None
+        return [NeutralTarget("servo+motor", "tty", self.url, self.neutral_bytes())]
+
+    def emergency_neutral(self, timeout_s: float = 0.5) -> dict[str, str]:
+        """The neutral commands in one non-blocking write on the port's descriptor (or through
+        pyserial for URLs without one), bounded by ``timeout_s``."""
+        data = self.neutral_bytes()
+        try:
+            fd = self.serial.fileno()
+        except Exception:  # noqa: BLE001 - loop://, sockets...: no descriptor
+            fd = None
+        if fd is None or not self.url.startswith("/"):
+            return {"servo+motor": run_bounded(lambda: self.serial.write(data), timeout_s,
+                                               "emergency-neutral")}
+        target = NeutralTarget("servo+motor", "tty", self.url, data)
+        os.set_blocking(fd, False)
+        return {"servo+motor": run_bounded(lambda: write_target(target, fd), timeout_s,
+                                           "emergency-neutral")}
 
     def _release(self) -> None:
         try:

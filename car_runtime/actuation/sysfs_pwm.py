@@ -16,14 +16,14 @@ Files are opened per write with ``O_WRONLY | O_TRUNC`` (what a shell ``>`` does)
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
 from pathlib import Path
 
+from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration
-from car_runtime.actuation.output import DutyWrite, PwmOutput
+from car_runtime.actuation.guardian import NeutralTarget, describe_error, write_targets
 from car_runtime.errors import HardwareError
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def write_attr(path: Path, value: str, *, retry_s: float = 0.0) -> None:
         except FileNotFoundError:
             raise HardwareError(f"{path} does not exist; is the PWM/GPIO driver loaded?") from None
         except OSError as exc:
-            reason = errno.errorcode.get(exc.errno or 0, "") + (f" {exc.strerror}" if exc.strerror else "")
-            raise HardwareError(f"cannot write {value!r} to {path}: {reason.strip() or exc}") from None
+            raise HardwareError(f"cannot write {value!r} to {path}: {describe_error(exc)}") from None
 
 
 def _export(parent: Path, number: int, child: Path, timeout_s: float, what: str) -> None:
@@ -157,6 +156,21 @@ class SysfsPwm(PwmOutput):
         if self.closed:
             raise RuntimeError("SysfsPwm is closed")
         self.last_pulses_ns = None  # unknown until both writes succeed
-        write_attr(self._motor_duty, str(w.motor_ns))
-        write_attr(self._servo_duty, str(w.servo_ns))
+        try:
+            self.busy = str(self._motor_duty)
+            write_attr(self._motor_duty, str(w.motor_ns))
+            self.busy = str(self._servo_duty)
+            write_attr(self._servo_duty, str(w.servo_ns))
+        finally:
+            self.busy = None
         self.last_pulses_ns = (w.servo_ns, w.motor_ns)
+
+    def guardian_targets(self) -> list[NeutralTarget]:
+        """Each channel's ``duty_cycle`` with its neutral pulse, ESC (motor) first."""
+        servo_mid, motor_mid = self.calibration.neutral_ns()
+        return [NeutralTarget("motor", "file", str(self._motor_duty), str(motor_mid).encode()),
+                NeutralTarget("servo", "file", str(self._servo_duty), str(servo_mid).encode())]
+
+    def emergency_neutral(self, timeout_s: float = 0.5) -> dict[str, str]:
+        """Both channels in parallel, non-blocking opens, each bounded by ``timeout_s``."""
+        return write_targets(self.guardian_targets(), timeout_s=timeout_s)

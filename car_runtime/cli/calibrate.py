@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else c.DEFAULT_CALIBRATION_PATH
     if args.json and not (args.show or args.history):
         raise ConfigError("--json goes with --show or --history")
-    if args.show:
-        cal = c.load_calibration(path)
-        print(c.dumps_stock(cal), end="") if args.json else print(format_table(cal, path))
+    if args.show:  # a missing file: the stock defaults everything else uses, with a warning
+        cal = c.load_calibration(path, missing="defaults")
+        title = "calibration" if path.exists() else "stock defaults (no file yet) for"
+        print(c.dumps_stock(cal), end="") if args.json else print(format_table(cal, path, title))
         return 0
     if args.set:
         cal = c.load_calibration(path, missing="defaults")

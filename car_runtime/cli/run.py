@@ -61,6 +61,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from car_runtime.runtime import SignalExit, StopSignals
+
+    # From here to the exit, every signal that can end or stop the process leaves neutral.
+    with StopSignals(keep=True) as signals:
+        try:
+            return _drive(args, signals)
+        except SignalExit as stop:  # before the loop ran: start-up unwound, outputs at neutral
+            _say(f"{stop}: stopped during start-up", err=True)
+            return stop.code
+
+
+def _say(line: str, *, err: bool = False) -> None:
+    """Print one line; a terminal or pipe that went away is not an error here."""
+    import sys
+
+    try:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _drive(args: argparse.Namespace, signals) -> int:
     import contextlib
 
     import cv2
@@ -80,15 +102,14 @@ def run(args: argparse.Namespace) -> int:
     # Outputs first: the car sits at neutral while the model loads and the camera opens.
     with open_actuator(cfg) as actuator, ModelLoader(cfg) as loader:
         loaded, pipeline = loader.load(cfg.model)
-        print(
+        _say(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
             f"{'ARMED' if cfg.arm else 'disarmed'}, {describe_max_speed(cfg.max_speed_pct, 'run')}, "
-            f"deadline {cfg.deadline_ms:g} ms",
-            flush=True,
+            f"deadline {cfg.deadline_ms:g} ms"
         )
         if not cfg.arm:
-            print(DISARMED_HINT, flush=True)
+            _say(DISARMED_HINT)
         with open_source(cfg.camera, fps=cfg.fps, stereo=loaded.metadata.is_stereo) as source:
             loop = DriveLoop(
                 source,
@@ -107,13 +128,18 @@ def run(args: argparse.Namespace) -> int:
                     from car_runtime import web
 
                     adapters.enter_context(web.serve(controls, cfg))
-                code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
+                code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3,
+                                          signals=signals)
         s = loop.status()
         total = s["stages"].get("total", {})
-        print(
+        _say(
             f"{loop.exit_reason}: {s['frames']} frames, {loop.stats.driven} driven, "
             f"{s['stale']} stale, {s['deadline_misses']} deadline misses, "
-            f"total p50 {total.get('p50_ms', 0):.2f} ms p99 {total.get('p99_ms', 0):.2f} ms",
-            flush=True,
+            f"total p50 {total.get('p50_ms', 0):.2f} ms p99 {total.get('p99_ms', 0):.2f} ms"
         )
+    if 0 < code < 128:  # a fault, not a requested stop: one line saying why
+        reason = loop.exit_reason
+        if actuator.close_outcome and "neutral:" not in reason:
+            reason = f"{reason}; {actuator.close_outcome}"
+        _say(f"error: {reason}", err=True)
     return code

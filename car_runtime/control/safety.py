@@ -5,7 +5,7 @@ No I/O and no clock reads: the drive loop turns what it observes into :class:`Ev
 
 States::
 
-    DISARMED --ARM--> ARMED --ERROR--> FAULT --RESET|DISARM|STOP|END--> DISARMED
+    DISARMED --ARM--> ARMED --ERROR|GUARDIAN_TRIP--> FAULT --RESET|DISARM|STOP|END--> DISARMED
         ^               |
         +--DISARM|STOP|END|RESET--+
 
@@ -22,6 +22,9 @@ Rules (the full table is :data:`TRANSITIONS`):
 - ``RESET`` means "back to the power-on state": ``DISARMED`` from every state.
 - ``LINK_LOST`` (the controlling client's heartbeats stopped: the deadman) disarms an armed car;
   a latched ``FAULT`` stays latched.
+- ``GUARDIAN_TRIP`` (the guardian process saw the runtime frozen or stuck past the deadline and
+  wrote neutral itself) latches ``FAULT`` like ``ERROR``: a process that was frozen never drives
+  on by itself; the user disarms (or resets) and arms again.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Event(enum.Enum):
     RESET = "reset"  # clear a fault (back to disarmed)
     END = "end"  # end of input (file source finished)
     LINK_LOST = "link_lost"  # the deadman: the controlling client's heartbeats stopped
+    GUARDIAN_TRIP = "guardian_trip"  # the guardian process took over: we were frozen or stuck
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_D, Event.RESET): _D,
     (_D, Event.END): _D,
     (_D, Event.LINK_LOST): _D,
+    (_D, Event.GUARDIAN_TRIP): _F,
     # ARMED: decisions drive; stale frames / missed deadlines write neutral but stay armed.
     (_A, Event.ARM): _A,
     (_A, Event.DISARM): _D,
@@ -86,6 +91,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_A, Event.RESET): _D,
     (_A, Event.END): _D,
     (_A, Event.LINK_LOST): _D,
+    (_A, Event.GUARDIAN_TRIP): _F,
     # FAULT: latched; ARM is refused; only RESET/DISARM/STOP/END leave (to DISARMED).
     (_F, Event.ARM): _F,
     (_F, Event.DISARM): _D,
@@ -97,6 +103,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_F, Event.RESET): _D,
     (_F, Event.END): _D,
     (_F, Event.LINK_LOST): _F,
+    (_F, Event.GUARDIAN_TRIP): _F,
 }
 
 
@@ -129,19 +136,27 @@ def deadline_expired(now_s: float, last_command_s: float, deadline_s: float) -> 
 
 
 class ExitCode(enum.IntEnum):
-    """Process exit status of ``car-runtime run`` (and the service): says why it stopped.
+    """Process exit status of ``car-runtime run`` / ``car-runtime ros`` (and the service): why
+    it stopped. Every one of them leaves both channels at neutral (see docs/safety.md).
 
-    Signals follow the shell convention 128 + signal number. The systemd unit lists 130 and 143
-    in ``SuccessExitStatus=`` so a requested stop is not a failure; every other non-zero code
+    Signals follow the shell convention 128 + signal number; each listed signal is handled
+    (neutral, then a clean exit with that code). The systemd unit lists 130 and 143 in
+    ``SuccessExitStatus=`` so a requested stop is not a failure; every other non-zero code
     makes ``Restart=on-failure`` restart the service.
     """
 
     OK = 0  # end of input, or a clean stop request
     USER_ERROR = 2  # bad model / config / calibration / missing device (CarRuntimeError)
-    FAULT = 3  # runtime fault: an exception in a stage
+    FAULT = 3  # runtime fault: an exception in a stage, or a PWM/record write that failed
     CAMERA_LOST = 4  # the camera stopped delivering and reconnecting did not bring it back
-    WATCHDOG = 5  # a stage was stuck longer than stall_timeout_ms (e.g. inference hung): aborted
+    WATCHDOG = 5  # a stage or a PWM write was stuck longer than stall_timeout_ms: aborted
+    GUARDIAN_LOST = 6  # the guardian process died: no fail-safe left, so the run ends
+    SIGHUP = 129  # the terminal went away (SSH dropped, pty closed) or `kill -HUP`
     SIGINT = 130  # Ctrl-C
+    SIGQUIT = 131  # Ctrl-backslash
+    SIGUSR1 = 138  # `kill -USR1`
+    SIGUSR2 = 140  # `kill -USR2`
+    SIGPIPE = 141  # a pipe we write to was closed (e.g. `car-runtime run | head`)
     SIGTERM = 143  # systemctl stop / kill
 
     @classmethod

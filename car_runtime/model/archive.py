@@ -24,8 +24,10 @@ from car_runtime.errors import ModelError
 from car_runtime.model.metadata import ModelMetadata, load_metadata
 
 METADATA_NAME = "model_metadata.json"
-MAX_MEMBER_BYTES = 512 * 1024 * 1024
-MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+#: A DeepRacer model.pb is 1-100 MB (the real-size SHALLOW net is 23 MB); anything that expands
+#: beyond these is refused before it fills the disk (a 4.8 MB gzip of zeros expands to 1 GB).
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+MAX_TOTAL_BYTES = 256 * 1024 * 1024
 MAX_MEMBERS = 10_000
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -80,9 +82,29 @@ def _safe_member_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
+def _too_large(archive: Path, what: str) -> ModelError:
+    return ModelError(
+        f"{archive.name} {what} more than {MAX_TOTAL_BYTES // (1024 * 1024)} MB when unpacked "
+        "(a DeepRacer model is well under that): not a model archive, or a damaged one; "
+        "refusing it"
+    )
+
+
+def _read_to_end(tar: tarfile.TarFile, archive: Path, unpacked: int) -> None:
+    """Read the compressed stream past the tar's end marker to its very end: gzip (bz2, xz)
+    check the CRC and length there -- a flipped byte in a member's data is caught only then.
+    The bytes read count against the size limit (a bomb can hide after the end marker)."""
+    f = tar.fileobj
+    while chunk := f.read(1 << 20):
+        unpacked += len(chunk)
+        if unpacked > MAX_TOTAL_BYTES:
+            raise _too_large(archive, "expands to")
+
+
 def extract_archive(archive: Path, dest: Path) -> None:
     """Extract regular files of ``archive`` into ``dest`` (which must exist), refusing anything
-    unsafe. Raise :class:`ModelError` naming the offending member."""
+    unsafe, then read the compressed stream to its end (CRC and length checked) before any file
+    is used. Raise :class:`ModelError` naming the offending member, or the damage."""
     total = 0
     try:
         with tarfile.open(archive, mode="r:*") as tar:
@@ -122,6 +144,7 @@ def extract_archive(archive: Path, dest: Path) -> None:
                             raise ModelError(f"archive member {member.name!r} is larger than declared")
                         out.write(chunk)
                 total += written
+            _read_to_end(tar, archive, total)
     except ModelError:
         raise
     except FileExistsError as exc:

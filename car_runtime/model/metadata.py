@@ -8,13 +8,23 @@ continuous spaces need ``high > low``. ``neural_network`` and ``version`` are in
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 from car_runtime.errors import MetadataError
+from car_runtime.safe_files import show
+
+log = logging.getLogger(__name__)
+
+MAX_METADATA_BYTES = 1024 * 1024  # real files are under 10 kB
+#: Sanity bounds: the console allows +-30 degrees and 0.1..4 m/s; beyond these it is not a
+#: DeepRacer action space (a typo or damage), and the car would not do anything sensible.
+MAX_ABS_STEERING_DEG = 360.0
+MAX_ABS_SPEED_MPS = 1000.0
+MAX_ACTIONS = 1000
 
 #: Sensors the stock car knows, with the camera channel count (None: not a camera).
 SENSOR_CHANNELS: dict[str, int | None] = {
@@ -125,17 +135,20 @@ class ModelMetadata:
             )
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise MetadataError(f"{what} must be a number, got {value!r}; fix model_metadata.json")
+def _number(value: Any, what: str, limit: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise MetadataError(f"{what} must be a number, got {show(value)}; fix model_metadata.json")
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise MetadataError(
-            f"{what} must be a number, got {value!r}; fix model_metadata.json"
+            f"{what} must be a number, got {show(value)}; fix model_metadata.json"
         ) from None
     if not math.isfinite(out):
-        raise MetadataError(f"{what} must be finite, got {value!r}; fix model_metadata.json")
+        raise MetadataError(f"{what} must be finite, got {show(value)}; fix model_metadata.json")
+    if abs(out) > limit:
+        raise MetadataError(f"{what} = {out:g} is beyond +-{limit:g}: not a DeepRacer action "
+                            "space; fix model_metadata.json")
     return out
 
 
@@ -147,18 +160,22 @@ def _parse_discrete(items: Any) -> DiscreteActionSpace:
         )
     if not items:
         raise MetadataError("action_space is empty; the model needs at least one action")
+    if len(items) > MAX_ACTIONS:
+        raise MetadataError(f"action_space has {len(items)} actions (more than {MAX_ACTIONS}); "
+                            "fix model_metadata.json")
     actions = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "steering_angle" not in item or "speed" not in item:
             raise MetadataError(
-                f"action {i} must have steering_angle and speed, got {item!r}; "
+                f"action {i} must have steering_angle and speed, got {show(item)}; "
                 "fix model_metadata.json"
             )
         actions.append(
             DiscreteAction(
                 index=i,  # list position is the action id, as on the car
-                steering_deg=_number(item["steering_angle"], f"action {i} steering_angle"),
-                speed_mps=_number(item["speed"], f"action {i} speed"),
+                steering_deg=_number(item["steering_angle"], f"action {i} steering_angle",
+                                     MAX_ABS_STEERING_DEG),
+                speed_mps=_number(item["speed"], f"action {i} speed", MAX_ABS_SPEED_MPS),
             )
         )
     return DiscreteActionSpace(tuple(actions))
@@ -175,11 +192,12 @@ def _parse_continuous(space: Any) -> ContinuousActionSpace:
         rng = space.get(key)
         if not isinstance(rng, dict) or "low" not in rng or "high" not in rng:
             raise MetadataError(
-                f"continuous action_space.{key} needs low and high, got {rng!r}; "
+                f"continuous action_space.{key} needs low and high, got {show(rng)}; "
                 "fix model_metadata.json"
             )
-        low = _number(rng["low"], f"action_space.{key}.low")
-        high = _number(rng["high"], f"action_space.{key}.high")
+        limit = MAX_ABS_STEERING_DEG if key == "steering_angle" else MAX_ABS_SPEED_MPS
+        low = _number(rng["low"], f"action_space.{key}.low", limit)
+        high = _number(rng["high"], f"action_space.{key}.high", limit)
         if high <= low:
             raise MetadataError(
                 f"continuous action_space.{key} has high {high:g} <= low {low:g}; "
@@ -200,12 +218,14 @@ def parse_metadata(data: Any) -> ModelMetadata:
     if isinstance(sensors_raw, str):
         sensors_raw = [sensors_raw]
     if not isinstance(sensors_raw, list) or not sensors_raw:
-        raise MetadataError(f"sensor must be a non-empty list, got {sensors_raw!r}")
-    sensors = tuple(str(s).strip() for s in sensors_raw)
+        raise MetadataError(f"sensor must be a non-empty list, got {show(sensors_raw)}")
+    if not all(isinstance(x, str) for x in sensors_raw):
+        raise MetadataError(f"sensor must list names, got {show(sensors_raw)}")
+    sensors = tuple(x.strip() for x in sensors_raw)
     unknown = [s for s in sensors if s not in SENSOR_CHANNELS]
     if unknown:
         raise MetadataError(
-            f"unknown sensor {', '.join(unknown)}: the car's sensors are "
+            f"unknown sensor {', '.join(u[:40] for u in unknown[:5])}: the car's sensors are "
             f"{', '.join(SENSOR_CHANNELS)} (the sensor configurations of the vehicle and the "
             "trained model must match)"
         )
@@ -213,7 +233,7 @@ def parse_metadata(data: Any) -> ModelMetadata:
     algo = str(data.get("training_algorithm", "clipped_ppo")).strip().lower()
     if algo not in TRAINING_ALGORITHMS:
         raise MetadataError(
-            f"unknown training_algorithm {data.get('training_algorithm')!r}; "
+            f"unknown training_algorithm {show(data.get('training_algorithm'))}; "
             f"expected one of {', '.join(TRAINING_ALGORITHMS)}"
         )
 
@@ -222,7 +242,7 @@ def parse_metadata(data: Any) -> ModelMetadata:
         network = str(network).strip()
         if network not in NEURAL_NETWORKS:
             raise MetadataError(
-                f"neural_network {network!r} is not a DeepRacer CNN "
+                f"neural_network {show(network)} is not a DeepRacer CNN "
                 f"({', '.join(NEURAL_NETWORKS)}); car-runtime runs only CNN policies exported as "
                 "model.pb"
             )
@@ -238,14 +258,20 @@ def parse_metadata(data: Any) -> ModelMetadata:
         space = _parse_continuous(space_raw)
     else:
         raise MetadataError(
-            f"unknown action_space_type {data['action_space_type']!r}; "
+            f"unknown action_space_type {show(data['action_space_type'])}; "
             "expected discrete or continuous"
         )
 
+    speeds = ([a.speed_mps for a in space.actions] if isinstance(space, DiscreteActionSpace)
+              else [space.speed_high_mps])
+    if max(speeds) <= 0:
+        log.warning("every speed in the action space is <= 0 (max %g m/s): the car will reverse "
+                    "or not move at all; the stock car accepts this, so it runs -- check "
+                    "model_metadata.json if that is not what you trained", max(speeds))
     version = data.get("version")
     lidar = data.get("lidar_config")
     if lidar is not None and not isinstance(lidar, dict):
-        raise MetadataError(f"lidar_config must be an object, got {lidar!r}")
+        raise MetadataError(f"lidar_config must be an object, got {show(lidar)}")
     return ModelMetadata(
         sensors=sensors,
         training_algorithm=algo,
@@ -259,18 +285,22 @@ def parse_metadata(data: Any) -> ModelMetadata:
 
 
 def load_metadata(path: str | Path) -> ModelMetadata:
-    """Read and validate a ``model_metadata.json`` file."""
+    """Read and validate a ``model_metadata.json`` file (a regular file of at most
+    :data:`MAX_METADATA_BYTES`, strict UTF-8 JSON, bounded nesting and integers)."""
+    from car_runtime.safe_files import load_json, read_small_file
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_small_file(path, MAX_METADATA_BYTES)
     except FileNotFoundError:
         raise MetadataError(
             f"{path} not found; put model_metadata.json next to the model (archive root)"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"cannot read {path}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise MetadataError(f"cannot read {path}: {detail}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MetadataError(f"{path} is not valid JSON ({exc}); re-export the model") from None
+        data = load_json(raw, str(path))
+    except ValueError as exc:
+        raise MetadataError(f"{exc}; re-export the model") from None
     return parse_metadata(data)

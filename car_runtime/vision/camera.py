@@ -5,8 +5,16 @@
 - Delivers the camera's own JPEG bytes when it can (``CAP_PROP_CONVERT_RGB=0`` on V4L2), so
   the pipeline can use the cheap reduced-size grey decode; a camera that does not send MJPEG is
   decoded to BGR here instead.
-- Every frame gets a ``seq`` and a monotonic capture time taken right after the grab; the thread
-  puts it in a :class:`~car_runtime.vision.frame.LatestFrameSlot` (newest wins, never a queue).
+- Asks V4L2 for the fewest driver buffers it allows (``CAP_PROP_BUFFERSIZE`` = 1; the driver
+  may round up: the count it gave is read back and logged), so frames cannot queue up behind a
+  stall and come out later looking fresh.
+- Every frame gets a ``seq`` and a monotonic capture time: the driver's buffer timestamp when
+  OpenCV exposes it on our clock -- on its V4L2 backend ``CAP_PROP_POS_MSEC`` is the
+  ``VIDIOC_DQBUF`` buffer timestamp, which UVC cameras take on ``CLOCK_MONOTONIC`` when the frame
+  starts arriving -- else the time ``grab()`` returned. The log says which
+  (:class:`CaptureClock`); frame age = now minus that time, so with driver timestamps it also
+  counts the time a frame waited in the driver. The thread puts each frame in a
+  :class:`~car_runtime.vision.frame.LatestFrameSlot` (newest wins, never a queue).
 - Health: read failures, frozen/duplicate frames (identical consecutive buffers are counted and
   *not* delivered, so a frozen camera looks like a stalled one to the drive loop and its deadline
   takes the car to neutral; in a stereo pair one repeated image is enough), fps collapse
@@ -54,6 +62,10 @@ DEFAULT_FPS = 30.0
 DEFAULT_FOURCC = "MJPG"
 #: The stock camera node's scan order ("indices keep changing intermittently").
 SCAN_INDICES = (4, 3, 2, 1, 0)
+#: V4L2 buffers to ask for: the fewest (a driver may insist on more).
+V4L2_BUFFERS = 1
+#: A driver timestamp counts as "on our clock" when it is this recent at grab time.
+MAX_DRIVER_LAG_S = 1.0
 
 DeviceSpec = Union[int, str]
 
@@ -217,6 +229,55 @@ class _LogLimiter:
         log.log(level, "%s%s", msg, f" ({skipped} similar messages skipped)" if skipped else "")
 
 
+class CaptureClock:
+    """Picks each frame's capture time: the driver's buffer timestamp (``driver_ms``, from
+    ``CAP_PROP_POS_MSEC`` on V4L2) when it is on the monotonic clock, else ``grab_s`` (the time
+    ``grab()`` returned).
+
+    The driver's clock counts as verified once a timestamp falls at most ``MAX_DRIVER_LAG_S``
+    before its grab (never after it: a CLOCK_REALTIME stamp is decades off). From then on a
+    larger lag is believed -- it is a frame that waited in the driver (after a stall), and its
+    true age is what keeps it from being driven on. Pure (times are passed in); :meth:`stamp`
+    returns the time and whether the source changed (the caller logs that)."""
+
+    STALE_LIMIT_S = 3600.0  # a verified driver stamp older than this is a broken clock instead
+
+    def __init__(self, use_driver: bool = True) -> None:
+        self.use_driver = use_driver
+        self.verified = False
+        self.source: str | None = None
+        self.driver_frames = 0
+        self.grab_frames = 0
+        self.why_not = "" if use_driver else "not a V4L2 device"
+
+    def stamp(self, driver_ms: float | None, grab_s: float) -> tuple[float, bool]:
+        before = self.source
+        t = None
+        if self.use_driver and driver_ms is not None and np.isfinite(driver_ms) and driver_ms > 0:
+            lag_s = grab_s - driver_ms / 1e3
+            limit_s = self.STALE_LIMIT_S if self.verified else MAX_DRIVER_LAG_S
+            if 0 <= lag_s <= limit_s:
+                t = driver_ms / 1e3
+                self.verified = True
+            else:
+                self.why_not = (f"the driver's timestamp is {lag_s:+.3f} s from the grab time: "
+                                "not on CLOCK_MONOTONIC")
+        elif self.use_driver:
+            self.why_not = "the driver gave no buffer timestamp"
+        if t is None:
+            self.grab_frames += 1
+            self.source = "grab"
+            return grab_s, before != self.source
+        self.driver_frames += 1
+        self.source = "driver"
+        return t, before != self.source
+
+    def describe(self) -> str:
+        if self.source == "driver":
+            return "the driver's buffer timestamps (V4L2, CLOCK_MONOTONIC)"
+        return f"the grab time ({self.why_not})"
+
+
 # -- one device ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CaptureSettings:
@@ -228,6 +289,7 @@ class CaptureSettings:
     fps: float
     fourcc: str
     encoded: str  # "jpeg": frames are the camera's JPEG bytes; "bgr": decoded arrays
+    buffers: int = 0  # V4L2 driver buffers in use (0: not a V4L2 device)
 
 
 def is_jpeg_buffer(buf: Any) -> bool:
@@ -295,6 +357,7 @@ class _Capture:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
             cap.set(cv2.CAP_PROP_FPS, self.fps)
             cap.set(cv2.CAP_PROP_CONVERT_RGB, 0 if self.encoded else 1)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, V4L2_BUFFERS)  # before streaming starts
         self.cap = cap
 
     def settings(self) -> CaptureSettings:
@@ -309,10 +372,19 @@ class _Capture:
             fps=float(fps) if np.isfinite(fps) and fps > 0 else 0.0,
             fourcc=_fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)),
             encoded="jpeg" if self.encoded else "bgr",
+            buffers=int(cap.get(cv2.CAP_PROP_BUFFERSIZE)) if self.is_v4l2 else 0,
         )
 
     def grab(self) -> bool:
         return self.cap is not None and bool(self.cap.grab())
+
+    def driver_ms(self) -> float | None:
+        """The grabbed buffer's driver timestamp in ms (V4L2 only), else None."""
+        import cv2
+
+        if not self.is_v4l2 or self.cap is None:
+            return None
+        return float(self.cap.get(cv2.CAP_PROP_POS_MSEC))
 
     def retrieve(self) -> Image | None:
         ok, buf = self.cap.retrieve()
@@ -373,9 +445,10 @@ class Camera(FrameSource):
             for cap in self._captures:
                 s = cap.open(probe=True)
                 self.settings.append(s)
-                log.info("%s: asked %dx%d@%g %s, got %dx%d@%g %s, delivering %s", s.device,
+                log.info("%s: asked %dx%d@%g %s, got %dx%d@%g %s, delivering %s%s", s.device,
                          width, height, requested_fps, fourcc, s.width, s.height, s.fps, s.fourcc,
-                         s.encoded)
+                         s.encoded, f", {s.buffers} driver buffer(s) (asked {V4L2_BUFFERS})"
+                         if cap.is_v4l2 else "")
                 if (s.width, s.height) != (width, height) and cap.is_v4l2:
                     log.warning("%s runs at %dx%d, not the requested %dx%d", s.device, s.width,
                                 s.height, width, height)
@@ -384,6 +457,7 @@ class Camera(FrameSource):
             raise
         self.fps = self.settings[0].fps or requested_fps
         self._fps_watch = FpsWatch(self.fps)
+        self.clock = CaptureClock(use_driver=all(c.is_v4l2 for c in self._captures))
 
     @property
     def stereo(self) -> bool:
@@ -396,6 +470,9 @@ class Camera(FrameSource):
             frozen_events=self.frozen_events,
             fps_collapses=self.fps_collapses,
             settings=[dataclasses.asdict(s) for s in self.settings],
+            capture_clock=self.clock.source,
+            driver_stamped=self.clock.driver_frames,
+            grab_stamped=self.clock.grab_frames,
         )
         return h
 
@@ -420,6 +497,12 @@ class Camera(FrameSource):
                 next_due_s = max(next_due_s + period_s, now_s())
             ok = all([c.grab() for c in self._captures])  # grab all first: a tight stereo pair
             t_s = now_s()
+            t_capture_s = t_s
+            if ok:  # the earliest of the pair's driver timestamps (the older frame) if usable
+                stamps = [self.clock.stamp(c.driver_ms(), t_s) for c in self._captures]
+                t_capture_s = min(t for t, _ in stamps)
+                if any(changed for _, changed in stamps):
+                    log.info("%s: capture time = %s", self.description, self.clock.describe())
             images = tuple(c.retrieve() for c in self._captures) if ok else ()
             if not ok or any(img is None for img in images):
                 self.read_failures += 1
@@ -462,7 +545,7 @@ class Camera(FrameSource):
                 self._log("fps", logging.WARNING,
                           f"{self.description}: fps collapsed to "
                           f"{self._fps_watch.measured_fps:.1f} (expected {self.fps:g})", t_s)
-            yield Frame(seq=seq, t_capture_s=t_s, images=images, media_t_s=t_s)
+            yield Frame(seq=seq, t_capture_s=t_capture_s, images=images, media_t_s=t_capture_s)
 
     def _reconnect(self, t_last_new_s: float) -> bool:
         """Reopen every device with exponential backoff. False if stopped; SourceError if lost."""

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from car_runtime.actuation.calibration import Calibration, ChannelCalibration
 from car_runtime.actuation.output import Actuator, DutyWrite, OutputSpec, open_output, parse_output_spec
-from car_runtime.actuation.recorder import Recorder, read_records
+from car_runtime.actuation.recorder import RECORD_KEYS, Recorder, read_records
 from car_runtime.errors import CalibrationError, ConfigError, HardwareError
 
 NEUTRAL = (1450000, 1446000)
@@ -200,8 +200,12 @@ def test_recorder_jsonl(cal, tmp_path):
     lines = path.read_text().splitlines()
     assert len(lines) == 2
     obj = json.loads(lines[1])
+    # The fixed keys first (null where they do not apply), then the caller's other keys.
     assert obj == {"t": 1.25, "angle": 0.5, "throttle": 0.32, "servo_ns": 1575000, "motor_ns": 1402800,
-                   "seq": 3, "frame_age_s": 0.5, "bad": "nan"}
+                   "frame_seq": None, "frame_age_ms": None, "state": None, "event": None,
+                   "clamped": None, "seq": 3, "frame_age_s": 0.5, "bad": "nan"}
+    assert list(obj)[: len(RECORD_KEYS)] == list(RECORD_KEYS)
+    assert list(json.loads(lines[0])) == list(RECORD_KEYS)  # the start line: exactly the schema
     act.close()
     recs = read_records(path)
     assert len(recs) == 3 and recs[0]["event"] == "start" and recs[-1]["event"] == "close"

@@ -34,10 +34,17 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- scripted forms
 
 
-def test_show_missing_file_is_one_line_error(tmp_path, capsys):
-    code, out, err = cli(capsys, "calibrate", "--file", str(tmp_path / "cal.json"), "--show")
-    assert code == 2 and out == ""
-    assert err.startswith("error: calibration file") and "--reset-defaults" in err and err.count("\n") == 1
+def test_show_missing_file_shows_the_stock_defaults_everything_uses(tmp_path, capsys, caplog):
+    """No file: run, neutral and the ROS node drive with the stock defaults (with a warning), so
+    --show says exactly that instead of failing."""
+    f = tmp_path / "cal.json"
+    code, out, _ = cli(capsys, "calibrate", "--file", str(f), "--show")
+    assert code == 0 and out.startswith("stock defaults (no file yet) for")
+    assert "1450000" in out and "1446000" in out
+    assert any("not found: using the stock defaults" in r.getMessage() for r in caplog.records)
+    code, out, _ = cli(capsys, "calibrate", "--file", str(f), "--show", "--json")
+    assert code == 0 and json.loads(out) == c.Calibration.defaults().to_stock_dict()
+    assert not f.exists()  # showing never writes
 
 
 def test_reset_show_json_set_history_restore(tmp_path, capsys):

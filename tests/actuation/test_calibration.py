@@ -227,7 +227,7 @@ def test_load_missing(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "content, match",
-    [(b"{not json", "not valid JSON"), (b"\xff\xfe", "not valid JSON"), (b"[]", "Calibration"),
+    [(b"{not json", "not valid JSON"), (b"\xff\xfe", "not UTF-8 text"), (b"[]", "Calibration"),
      (b'{"Calibration": {"Servo": {"min": 1, "mid": 2, "max": 3, "polarity": 1}}}', "Motor")],
 )
 def test_load_invalid_names_file_and_fix(tmp_path, content, match):
@@ -241,7 +241,7 @@ def test_load_invalid_names_file_and_fix(tmp_path, content, match):
 
 def test_load_unreadable(tmp_path):
     (tmp_path / "cal.json").mkdir()  # a directory where the file should be
-    with pytest.raises(CalibrationError, match="cannot read"):
+    with pytest.raises(CalibrationError, match="cal.json is a directory, not a regular file"):
         c.load_calibration(tmp_path / "cal.json")
 
 

@@ -32,6 +32,7 @@ EXPECTED = {
     ("disarmed", "reset"): (D, False),
     ("disarmed", "end"): (D, False),
     ("disarmed", "link_lost"): (D, False),
+    ("disarmed", "guardian_trip"): (F, False),
     ("armed", "arm"): (A, False),
     ("armed", "disarm"): (D, False),
     ("armed", "stop"): (D, False),
@@ -42,6 +43,7 @@ EXPECTED = {
     ("armed", "reset"): (D, False),
     ("armed", "end"): (D, False),
     ("armed", "link_lost"): (D, False),
+    ("armed", "guardian_trip"): (F, False),
     ("fault", "arm"): (F, False),
     ("fault", "disarm"): (D, False),
     ("fault", "stop"): (D, False),
@@ -52,11 +54,12 @@ EXPECTED = {
     ("fault", "reset"): (D, False),
     ("fault", "end"): (D, False),
     ("fault", "link_lost"): (F, False),
+    ("fault", "guardian_trip"): (F, False),
 }
 
 
 def test_expected_table_covers_every_state_and_event():
-    assert len(State) == 3 and len(Event) == 10
+    assert len(State) == 3 and len(Event) == 11
     assert set(EXPECTED) == {(s.value, e.value) for s in State for e in Event}
 
 
@@ -138,9 +141,18 @@ def test_exit_codes():
         "FAULT": 3,
         "CAMERA_LOST": 4,
         "WATCHDOG": 5,
+        "GUARDIAN_LOST": 6,
+        "SIGHUP": 129,
         "SIGINT": 130,
+        "SIGQUIT": 131,
+        "SIGUSR1": 138,
+        "SIGUSR2": 140,
+        "SIGPIPE": 141,
         "SIGTERM": 143,
     }
+    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGTERM"):
+        assert ExitCode[name] == 128 + signal.Signals[name].value
     assert ExitCode.for_signal(signal.SIGINT) is ExitCode.SIGINT
     assert ExitCode.for_signal(signal.SIGTERM) is ExitCode.SIGTERM
-    assert ExitCode.for_signal(signal.SIGHUP) == 129
+    assert ExitCode.for_signal(signal.SIGHUP) is ExitCode.SIGHUP
+    assert ExitCode.for_signal(signal.SIGALRM) == 142  # not handled: the plain number

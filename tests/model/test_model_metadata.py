@@ -260,5 +260,5 @@ def test_load_metadata_file_errors(tmp_path: Path):
         load_metadata(bad)
     binary = tmp_path / "bin.json"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(MetadataError, match="cannot read"):
+    with pytest.raises(MetadataError, match="not UTF-8 text"):
         load_metadata(binary)

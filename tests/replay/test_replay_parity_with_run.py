@@ -31,7 +31,7 @@ def test_run_and_replay_write_the_same_pulses(tmp_path, capsys, demo_model, foot
     replayed = {r["frame"] + 1: r for r in read_log(log)}  # run logs frame_seq = frame + 1
     driven = [
         r for r in map(json.loads, record.read_text().splitlines())
-        if r.get("frame_seq") is not None and "event" not in r and r.get("state") == "armed"
+        if r.get("frame_seq") is not None and r.get("event") is None and r.get("state") == "armed"
     ]
     # the paced run takes the newest frame: a loaded machine may skip some; many must drive
     assert len(driven) >= 20, f"only {len(driven)} of 100 frames driven"

@@ -62,7 +62,7 @@ def status_values(msg: DiagnosticArray) -> dict[str, str]:
 def driven(rows: list[dict]) -> list[dict]:
     """Records of decisions written while armed (non-zero throttle: every demo action moves)."""
     return [r for r in rows
-            if r.get("state") == "armed" and "event" not in r and r["throttle"] != 0]
+            if r.get("state") == "armed" and r.get("event") is None and r["throttle"] != 0]
 
 
 def test_node_over_dds(

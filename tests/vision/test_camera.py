@@ -282,3 +282,42 @@ def test_missing_device_names_the_fix(tmp_path):
         Camera(str(tmp_path / "nothing.avi"))
     with pytest.raises(SourceError, match="one device or a stereo pair"):
         Camera([0, 1, 2])
+
+
+# -- capture time: the driver's buffer timestamp when it is on our clock -----------------------
+def test_capture_clock_prefers_the_drivers_monotonic_timestamp():
+    from car_runtime.vision.camera import CaptureClock
+
+    clock = CaptureClock(use_driver=True)
+    t, changed = clock.stamp(99_990.0, 100.0)  # stamped 10 ms before the grab returned
+    assert t == pytest.approx(99.99) and changed and clock.source == "driver"
+    # After a stall, a frame that waited 2.5 s in the driver keeps its true (old) time.
+    t, changed = clock.stamp(102_500.0, 105.0)
+    assert t == pytest.approx(102.5) and not changed
+    assert clock.driver_frames == 2 and "CLOCK_MONOTONIC" in clock.describe()
+
+
+@pytest.mark.parametrize("driver_ms, why", [
+    (0.0, "no buffer timestamp"),  # OpenCV before the first frame / drivers without stamps
+    (1.7e12, "not on CLOCK_MONOTONIC"),  # a CLOCK_REALTIME stamp: in the "future"
+    (95_000.0, "not on CLOCK_MONOTONIC"),  # 5 s old before the clock was ever verified
+    (float("nan"), "no buffer timestamp"),
+])
+def test_capture_clock_falls_back_to_the_grab_time(driver_ms, why):
+    from car_runtime.vision.camera import CaptureClock
+
+    clock = CaptureClock(use_driver=True)
+    t, changed = clock.stamp(driver_ms, 100.0)
+    assert t == 100.0 and changed and clock.source == "grab"
+    assert why in clock.describe()
+
+
+def test_file_camera_uses_the_grab_time_and_says_so(video, caplog):
+    with caplog.at_level(logging.INFO, logger="car_runtime.vision.camera"):
+        with Camera(str(video([0, 10, 20, 30])), **FAST) as cam:
+            take(cam, 2)
+            h = cam.health()
+    assert h["capture_clock"] == "grab" and h["grab_stamped"] >= 2 and h["driver_stamped"] == 0
+    assert h["settings"][0]["buffers"] == 0  # not a V4L2 device: no driver buffers asked for
+    assert any("capture time = the grab time (not a V4L2 device)" in r.getMessage()
+               for r in caplog.records)
