@@ -295,6 +295,12 @@ class GuardianLink:
     def set_armed(self, armed: bool) -> None:
         self._slots[S_ARMED] = 1 if armed else 0
 
+    def inherit(self, other: "GuardianLink") -> None:
+        """Guard what ``other`` guards (the loop armed, pulses that drive): for a hand-over
+        between two guardians, with no device write in progress."""
+        self._slots[S_ARMED] = other._slots[S_ARMED]
+        self._slots[S_DRIVING] = other._slots[S_DRIVING]
+
     def begin_write(self, driving: bool) -> None:
         s = self._slots
         if driving:  # from now on the pulses may drive (until end_write says otherwise)

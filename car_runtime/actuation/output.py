@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration, clamp_unit
 from car_runtime.actuation.serial_servo import DEFAULT_BAUD
-from car_runtime.errors import CalibrationError, ConfigError
+from car_runtime.errors import CalibrationError, ConfigError, HardwareError
 from car_runtime.timing import now_s
 
 if TYPE_CHECKING:
@@ -220,12 +220,36 @@ class Actuator:
     def set_calibration(self, calibration: Calibration) -> None:
         """Use a new calibration from now on (for the output's neutral on close too).
 
-        Not with a guardian attached: its neutral pulses are fixed when it starts."""
-        if self.guardian is not None and calibration.neutral_ns() != self.calibration.neutral_ns():
-            raise ConfigError("the calibration cannot change while the guardian runs; restart")
+        A guardian only knows the neutral pulses it was started with: when they change, a new
+        guardian with the new ones starts first, then the old one quits, so the car is never
+        unguarded. If the new one cannot start, the old calibration stays (HardwareError)."""
+        old = self.guardian
+        if old is None or calibration.neutral_ns() == self.calibration.neutral_ns():
+            with self._io:
+                self.calibration = calibration
+                self._output.calibration = calibration
+            return
+        from car_runtime.actuation.guardian import GuardianError, GuardianLink
+
         with self._io:
+            previous = self.calibration
             self.calibration = calibration
             self._output.calibration = calibration
+            targets = self._output.guardian_targets()
+            try:
+                link = GuardianLink(targets, old.deadline_s)
+            except GuardianError as exc:
+                self.calibration = previous
+                self._output.calibration = previous
+                raise HardwareError(
+                    f"the guardian for the new calibration could not start ({exc}); the old "
+                    "calibration stays in use until car-runtime restarts"
+                ) from None
+            link.inherit(old)
+            self.guardian = link
+            link.on_failure(self._guardian_lost)
+        old.close(clean=True)
+        log.info("calibration changed: guardian pid %d took over from pid %d", link.pid, old.pid)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -288,3 +288,57 @@ def test_a_write_frozen_in_flight_is_undone_by_the_runtime_as_it_returns(tmp_pat
         assert (result[0].servo_ns, result[0].motor_ns) == neutral
     finally:
         act.close()
+
+
+def test_new_calibration_hands_over_to_a_guardian_with_the_new_neutral(tmp_path, cal, fake_sys):
+    """The cockpit saves a calibration while the car runs: a new guardian (new neutral) takes
+    over before the old one quits, and it is the new neutral a frozen runtime gets."""
+    from car_runtime.actuation.calibration import ChannelCalibration
+
+    out = SysfsPwm(cal, root=fake_sys.pwm)
+    act = Actuator(out, cal, deadline_s=DEADLINE_S)
+    old = GuardianLink(out.guardian_targets(), DEADLINE_S)
+    act.attach_guardian(old)
+    try:
+        act.command(0.5, 0.3)  # driving pulses: the guardian guards them
+        new_cal = cal.with_channel("servo", ChannelCalibration(1_210_000, 1_470_000, 1_690_000, 1))
+        new_cal = new_cal.with_channel("motor", ChannelCalibration(1_300_000, 1_440_000, 1_600_000, -1))
+        act.set_calibration(new_cal)
+        new = act.guardian
+        assert new is not old and new.pid != old.pid
+        wait_until(lambda: old.proc.poll() is not None, 5.0)  # the old one quit cleanly...
+        assert old.proc.returncode == 0 and old.failure is None
+        assert act.guardian_failure is None  # ...without the actuator seeing a lost guardian
+        act.command(0.5, 0.3)
+        servo, motor = out.guardian_targets()[1].path, out.guardian_targets()[0].path
+        assert Path(motor).read_text() != "1440000"
+        new.abandon()  # the runtime "dies" without a clean quit: the new guardian steps in
+        wait_until(lambda: Path(motor).read_text() == "1440000"
+                   and Path(servo).read_text() == "1470000", 5.0)
+    finally:
+        act.close()
+
+
+def test_failed_hand_over_keeps_the_old_calibration_and_guardian(tmp_path, cal, fake_sys):
+    from car_runtime.actuation.calibration import ChannelCalibration
+    from car_runtime.errors import HardwareError
+
+    out = SysfsPwm(cal, root=fake_sys.pwm)
+    act = Actuator(out, cal, deadline_s=DEADLINE_S)
+    old = GuardianLink(out.guardian_targets(), DEADLINE_S)
+    act.attach_guardian(old)
+    motor = Path(out.guardian_targets()[0].path)
+    try:
+        # A duty file the new guardian cannot write (its start check fails): replace it by a
+        # directory for the moment of the hand-over.
+        saved = motor.read_text()
+        motor.unlink()
+        motor.mkdir()
+        new_cal = cal.with_channel("servo", ChannelCalibration(1_210_000, 1_470_000, 1_690_000, 1))
+        with pytest.raises(HardwareError, match="old calibration stays"):
+            act.set_calibration(new_cal)
+        motor.rmdir()
+        motor.write_text(saved)
+        assert act.guardian is old and old.failure is None and act.calibration == cal
+    finally:
+        act.close()
