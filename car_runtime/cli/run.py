@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(see `car-runtime runs DIR`)")
     p.add_argument("--web", metavar="[HOST:]PORT",
                    help="serve the race-day cockpit (e.g. 8080; docs/web.md)")
+    p.add_argument("--no-web", action="store_true",
+                   help="no cockpit, even if the config turns it on (drive by hand over SSH)")
     p.add_argument("--web-password-file", dest="web_password_file", metavar="PATH",
                    help="cockpit password file (set it with `car-runtime web-password`)")
     p.add_argument("--status-interval", type=float, dest="status_interval_s",
@@ -95,6 +97,8 @@ def _drive(args: argparse.Namespace, signals) -> int:
     from car_runtime.vision.sources import open_source
 
     cfg = resolve(args.config, {k: getattr(args, k, None) for k in FIELD_NAMES})
+    if getattr(args, "no_web", False):
+        cfg = cfg.replace(web=None)
     if not cfg.model:
         raise ConfigError("no model given; pass --model PATH (or set model: in --config)")
     cv2.setNumThreads(1)  # OpenVINO owns the cores; OpenCV work here is tiny and single-frame

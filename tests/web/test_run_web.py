@@ -76,6 +76,21 @@ def test_arm_true_with_the_deadman_waits_for_the_page(tmp_path, demo_model, foot
     assert len(records) > 20 and not driving(records)
 
 
+def test_no_web_drives_by_hand_with_the_service_config(tmp_path, demo_model, footage_seq_dir):
+    """Over SSH with the service's config (cockpit on, deadman on): `--no-web --arm` drives, and
+    no password file is needed because nothing is served."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"web: 127.0.0.1:{port}\nweb_password_file: {tmp_path / 'none'}\n")
+    r = subprocess.run([*run_cmd(tmp_path, demo_model, footage_seq_dir), "--config", str(cfg),
+                        "--no-web", "--arm"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "arm: true ignored" not in r.stderr
+    assert driving(read_records(tmp_path / "rec.jsonl"))
+
+
 def test_a_dead_web_thread_leaves_the_car_to_its_deadman(car):
     c = car.client(control=True)
     stop = []
