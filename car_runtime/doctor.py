@@ -108,21 +108,21 @@ class Identity:
         return cls(name, uid, frozenset({os.getegid(), *os.getgroups()}))
 
     @classmethod
-    def service(cls) -> "Identity | None":
-        """The service user ``car-runtime`` with its groups (``video`` comes from the unit's
+    def service(cls, user: str = SERVICE_USER) -> "Identity | None":
+        """The service user (``car-runtime``) with its groups (``video`` comes from the unit's
         SupplementaryGroups), or None if it does not exist yet."""
         import grp
         import pwd
 
         try:
-            user = pwd.getpwnam(SERVICE_USER)
+            entry = pwd.getpwnam(user)
         except KeyError:
             return None
-        gids = {user.pw_gid}
+        gids = {entry.pw_gid}
         for group in grp.getgrall():
-            if SERVICE_USER in group.gr_mem or group.gr_name == "video":
+            if user in group.gr_mem or group.gr_name == "video":
                 gids.add(group.gr_gid)
-        return cls(SERVICE_USER, user.pw_uid, frozenset(gids))
+        return cls(user, entry.pw_uid, frozenset(gids))
 
 
 # -- small pure helpers --------------------------------------------------------------------------

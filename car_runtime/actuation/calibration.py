@@ -309,7 +309,9 @@ def dumps_stock(cal: Calibration) -> str:
     return json.dumps(cal.to_stock_dict(), indent=3, sort_keys=True) + "\n"
 
 
-def _history_dir(p: Path) -> Path:
+def history_dir(p: str | Path) -> Path:
+    """Where the replaced versions of calibration file ``p`` are kept."""
+    p = Path(p)
     return p.parent / f".{p.name}.history"
 
 
@@ -432,7 +434,7 @@ def save_calibration(cal: Calibration, path: str | Path | None = None, *, keep: 
         if in_place is None:
             in_place = old is not None and not _folder_writable(p.parent) and os.access(p, os.W_OK)
         if old is not None and keep > 0:
-            hist = _history_dir(p)
+            hist = history_dir(p)
             hist.mkdir(exist_ok=True)
             stamp = _utc_stamp()
             target = hist / f"{stamp}.json"
@@ -491,7 +493,7 @@ def _stamp_to_iso(name: str) -> str:
 def list_history(path: str | Path | None = None) -> list[HistoryEntry]:
     """Previous versions of the calibration file, newest first (``n`` = 1, 2, ...)."""
     p = _resolve(path)
-    hist = _history_dir(p)
+    hist = history_dir(p)
     if not hist.is_dir():
         return []
     entries = []
