@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -56,8 +58,15 @@ def as_unprivileged(argv: list[str], user: tuple[str, str] = UNPRIVILEGED) -> li
     return ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--", *argv]
 
 
+@functools.lru_cache(maxsize=1)
 def can_switch_user() -> bool:
-    return os.geteuid() == 0 and shutil.which("setpriv") is not None
+    """Root with setpriv, and the unprivileged user can run this Python and import car_runtime
+    (not so when the checkout or the venv sits in a folder only root may enter, e.g. /root)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    r = subprocess.run(as_unprivileged([sys.executable, "-c", "import car_runtime"]),
+                       capture_output=True, timeout=60, cwd="/")
+    return r.returncode == 0
 
 
 def open_tmp_dir() -> Path:
