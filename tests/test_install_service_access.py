@@ -121,6 +121,11 @@ def test_install_gives_the_service_exactly_what_the_config_writes(tmp_path, caps
     assert unit_writable_paths(unit) == [
         "/var/lib/car-runtime", "/opt/car-runtime/models", "/opt/aws/deepracer/calibration.json",
         "/opt/aws/deepracer/.calibration.json.history", "/opt/aws/deepracer/logs"]
+    if shutil.which("systemd-analyze"):
+        r = subprocess.run(["systemd-analyze", "verify",
+                            str(tmp_path / "etc/systemd/system/car-runtime.service")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
     # Run again: nothing to grant, the password is kept and not shown.
     before = snapshot(tmp_path)
     assert install(tmp_path) == 0

@@ -144,7 +144,8 @@ class ServiceFile:
     create: Callable[[Path], object]
 
     def describe(self) -> str:
-        return f"let the {self.user} user rewrite {self.what} file {self.path}"
+        made = "" if self.path.exists() else " (missing: the stock defaults first)"
+        return f"let the {self.user} user rewrite {self.what} file {self.path}{made}"
 
 
 @dataclass(frozen=True)
