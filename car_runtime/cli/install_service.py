@@ -559,14 +559,14 @@ class Installer:
                 self.undo.append((f"the effect of `{text}`", undo_cmd))
 
     def _service_dir(self, step: ServiceDir) -> None:
-        from car_runtime.doctor import Identity, may_write
+        from car_runtime.doctor import Identity, may_search, may_write
 
         account = self._service_account(step.user)
         path = step.path
         if path.is_dir() and not path.is_symlink():
             st = path.stat()
             who = Identity.service(step.user)
-            if who is not None and may_write(st, who):
+            if who is not None and may_write(st, who) and may_search(st, who):
                 self.echo(f"kept {step.what} folder {path} (the {step.user} user may write it)")
                 return
             if account is None:
@@ -600,7 +600,7 @@ class Installer:
         self.echo(f"created {step.what} folder {path} ({step.user}, 755)")
 
     def _service_file(self, step: ServiceFile) -> None:
-        from car_runtime.doctor import Identity, may_write
+        from car_runtime.doctor import Identity, may_read, may_write
 
         account = self._service_account(step.user)
         path = step.path
@@ -618,7 +618,7 @@ class Installer:
             self.echo(f"created {step.what} file {path} (the stock defaults)")
         st = path.stat()
         who = Identity.service(step.user)
-        if who is not None and may_write(st, who) and st.st_mode & stat.S_IRUSR:
+        if who is not None and may_write(st, who) and may_read(st, who):
             self.echo(f"kept {step.what} file {path} (the {step.user} user may rewrite it)")
             return
         if account is None:
