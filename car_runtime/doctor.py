@@ -108,34 +108,47 @@ class Identity:
         return cls(name, uid, frozenset({os.getegid(), *os.getgroups()}))
 
     @classmethod
-    def service(cls) -> "Identity | None":
-        """The service user ``car-runtime`` with its groups (``video`` comes from the unit's
+    def service(cls, user: str = SERVICE_USER) -> "Identity | None":
+        """The service user (``car-runtime``) with its groups (``video`` comes from the unit's
         SupplementaryGroups), or None if it does not exist yet."""
         import grp
         import pwd
 
         try:
-            user = pwd.getpwnam(SERVICE_USER)
+            entry = pwd.getpwnam(user)
         except KeyError:
             return None
-        gids = {user.pw_gid}
+        gids = {entry.pw_gid}
         for group in grp.getgrall():
-            if SERVICE_USER in group.gr_mem or group.gr_name == "video":
+            if user in group.gr_mem or group.gr_name == "video":
                 gids.add(group.gr_gid)
-        return cls(SERVICE_USER, user.pw_uid, frozenset(gids))
+        return cls(user, entry.pw_uid, frozenset(gids))
 
 
 # -- small pure helpers --------------------------------------------------------------------------
-def may_write(st: os.stat_result, who: Identity) -> bool:
-    """The kernel's permission rule for writing: root always; else the owner class, the group
-    class or the others class, whichever applies first."""
+def _permits(st: os.stat_result, who: Identity, bits: tuple[int, int, int]) -> bool:
+    """The kernel's permission rule: root always (but for search/exec: any x bit); else the
+    owner class, the group class or the others class, whichever applies first."""
     if who.uid == 0:
-        return True
+        return bits[0] != stat.S_IXUSR or bool(st.st_mode & 0o111) or stat.S_ISDIR(st.st_mode)
     if st.st_uid == who.uid:
-        return bool(st.st_mode & stat.S_IWUSR)
+        return bool(st.st_mode & bits[0])
     if st.st_gid in who.gids:
-        return bool(st.st_mode & stat.S_IWGRP)
-    return bool(st.st_mode & stat.S_IWOTH)
+        return bool(st.st_mode & bits[1])
+    return bool(st.st_mode & bits[2])
+
+
+def may_write(st: os.stat_result, who: Identity) -> bool:
+    return _permits(st, who, (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH))
+
+
+def may_read(st: os.stat_result, who: Identity) -> bool:
+    return _permits(st, who, (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH))
+
+
+def may_search(st: os.stat_result, who: Identity) -> bool:
+    """May ``who`` pass through this folder (the x bit of a directory)?"""
+    return _permits(st, who, (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -389,6 +402,59 @@ def check_service(unit_text: str | None, enabled: bool, running: Sequence[str], 
     return Check("service", Level.OK, f"car-runtime.service {state}", details=details)
 
 
+def check_access(facts: Sequence[dict[str, Any]], user: str | None) -> Check:
+    """May the service user write what its config makes it write, and read its password
+    file? ``facts``: from :func:`access_facts`; ``user``: None when there is no service user.
+    ❌ when the service cannot start (recordings folder, password file), ⚠️ when only a
+    cockpit action would fail (upload, calibration save)."""
+    details = {"user": user, "paths": list(facts)}
+    if user is None:
+        return Check("access", Level.OK, f"no {SERVICE_USER} user (install-service creates it): "
+                     "its file access is not checked", details=details)
+    if not facts:
+        return Check("access", Level.OK, f"the config makes {user} write nothing but its state "
+                     "folder", details=details)
+    bad = [f for f in facts if not f["ok"]]
+    if not bad:
+        names = ", ".join(f"{f['what']} {f['path']}" for f in facts)
+        return Check("access", Level.OK, f"{user} may write/read what it needs: {names}",
+                     details=details)
+    level = Level.FAIL if any(f["fatal"] for f in bad) else Level.WARN
+    fixable = [f["by_hand"] for f in bad if f["install_fixes"]]
+    other = [f["by_hand"] for f in bad if not f["install_fixes"]]
+    fix = "; ".join(other)
+    if fixable:
+        fix = ("sudo car-runtime install-service (creates and grants what the config needs), "
+               "or by hand: " + "; ".join(fixable) + (f"; and {fix}" if fix else ""))
+    return Check("access", level, f"{user}: " + "; ".join(
+        f"{f['what']} {f['path']}: {f['problem']}" for f in bad), fix, details)
+
+
+def check_sandbox(unit_text: str | None, needed: Sequence[Any]) -> Check:
+    """Does the installed unit's ReadWritePaths (and StateDirectory) cover every path the
+    config makes the service write (``needed``: :class:`~car_runtime.service_access.WritePath`)?"""
+    from car_runtime.service_access import path_problem, uncovered, unit_writable_paths
+
+    if unit_text is None:
+        return Check("sandbox", Level.OK, f"{SERVICE_UNIT} is not installed: nothing to compare")
+    allowed = unit_writable_paths(unit_text)
+    details = {"allowed": allowed, "needed": [wp.path for wp in needed]}
+    unusable = [p for p in (path_problem(wp) for wp in needed) if p]
+    if unusable:
+        return Check("sandbox", Level.WARN, "; ".join(unusable), "fix the config, then re-run: "
+                     "sudo car-runtime install-service", details)
+    missing = uncovered(needed, allowed)
+    if missing:
+        names = ", ".join(f"{wp.key} {wp.path}" for wp in missing)
+        return Check("sandbox", Level.WARN, f"{SERVICE_UNIT} may not write {names} (it may "
+                     f"write {' '.join(allowed) or 'nothing'}): the config changed since "
+                     "install-service rendered the unit",
+                     "re-run: sudo car-runtime install-service (then sudo systemctl restart "
+                     "car-runtime)", details)
+    return Check("sandbox", Level.OK, f"{SERVICE_UNIT} may write every path its config needs "
+                 f"({' '.join(allowed)})", details=details)
+
+
 def check_disk(items: Sequence[tuple[str, str, float | None, float, float]]) -> Check:
     """``items``: (what, path, free bytes or None if unknown, fail below MB, warn below MB)."""
     level, parts, fixes = Level.OK, [], []
@@ -537,6 +603,73 @@ def _file_access(path: Path, me: Identity, service: Identity | None) -> dict[str
         return {"path": str(path), "me": False, "service": False if service else None}
     return {"path": str(path), "me": may_write(st, me),
             "service": may_write(st, service) if service else None}
+
+
+def _blocked_ancestor(path: Path, who: Identity) -> Path | None:
+    """The first folder above ``path`` that ``who`` may not pass through, if any."""
+    for parent in reversed(path.parents):
+        try:
+            if not may_search(parent.stat(), who):
+                return parent
+        except OSError:
+            return None
+    return None
+
+
+def access_facts(cfg: RunConfig, who: Identity) -> list[dict[str, Any]]:
+    """For each path the config makes the service write (and its password file): may ``who``
+    use it; if not, why, whether ``install-service`` fixes it, and the command by hand."""
+    from car_runtime.service_access import write_paths
+
+    user = who.name
+    out = []
+    items = [(wp.what, wp.path, wp.kind) for wp in write_paths(cfg)]
+    if cfg.web is not None:
+        items.append(("web password file", cfg.web_password_file, "secret"))
+    for what, text, kind in items:
+        path = Path(text)
+        fact: dict[str, Any] = {"what": what, "path": text, "kind": kind, "ok": False,
+                                "fatal": kind == "secret" or what == "recordings",
+                                "install_fixes": True, "problem": "", "by_hand": ""}
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            fact.update(problem=f"cannot look at it ({exc.strerror})", install_fixes=False,
+                        by_hand=f"check the folders above it: ls -ld {path.parent}")
+            out.append(fact)
+            continue
+        blocked = _blocked_ancestor(path, who)
+        if blocked is not None:
+            fact.update(problem=f"{user} may not enter {blocked}", install_fixes=False,
+                        by_hand=f"sudo chmod o+x {blocked}")
+        elif st is None and kind == "dir":
+            fact.update(problem="does not exist",
+                        by_hand=f"sudo install -d -o {user} -g {user} {path}")
+        elif st is None and kind == "file":
+            parent_ok = path.parent.is_dir() and may_write(path.parent.stat(), who)
+            fact.update(ok=parent_ok, problem="does not exist, and the cockpit may not create it",
+                        by_hand=f"sudo car-runtime calibrate --file {path} --reset-defaults "
+                        f"&& sudo chgrp {user} {path} && sudo chmod g+rw {path}")
+        elif st is None:
+            fact.update(problem="does not exist: the service cannot start with the cockpit on",
+                        by_hand=f"sudo car-runtime web-password --owner {user}")
+        elif kind == "dir" and not stat.S_ISDIR(st.st_mode):
+            fact.update(problem="is not a folder", install_fixes=False,
+                        by_hand=f"move {path} away")
+        elif kind == "dir" and not (may_write(st, who) and may_search(st, who)):
+            fact.update(problem=f"{user} may not write it", by_hand=f"sudo chown {user}:{user} {path}")
+        elif kind == "file" and not (may_write(st, who) and may_read(st, who)):
+            fact.update(problem=f"{user} may not rewrite it (the cockpit cannot save)",
+                        by_hand=f"sudo chgrp {user} {path} && sudo chmod g+rw {path}")
+        elif kind == "secret" and not may_read(st, who):
+            fact.update(problem=f"{user} may not read it: the service cannot start",
+                        by_hand=f"sudo chown {user}:{user} {path}")
+        else:
+            fact["ok"] = True
+        out.append(fact)
+    return out
 
 
 def output_facts(spec_text: str, roots: Roots, me: Identity,
@@ -805,9 +938,15 @@ def run_doctor(opts: DoctorOptions) -> list[Check]:
     procs = processes(roots)
     checks.append(check_stock(unit_enabled(roots, STOCK_UNIT), stock_processes(procs)))
     unit = unit_file(roots, SERVICE_UNIT)
-    checks.append(check_service(read_text(unit) if unit else None,
-                                unit_enabled(roots, SERVICE_UNIT), service_processes(procs),
-                                opts.exe, on_car))
+    unit_text = read_text(unit) if unit else None
+    checks.append(check_service(unit_text, unit_enabled(roots, SERVICE_UNIT),
+                                service_processes(procs), opts.exe, on_car))
+    from car_runtime.service_access import write_paths
+
+    service = opts.service
+    checks.append(check_access(access_facts(cfg, service) if service else [],
+                               service.name if service else None))
+    checks.append(check_sandbox(unit_text, write_paths(cfg)))
     disk = [("models", cfg.models_dir, free_bytes(cfg.models_dir), *MODELS_MIN_FREE_MB)]
     if cfg.record_dir:
         disk.append(("recordings", cfg.record_dir, free_bytes(cfg.record_dir),

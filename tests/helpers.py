@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -42,3 +46,32 @@ def extract_all(tar: tarfile.TarFile, dest: str | Path) -> None:
         tar.extractall(dest, filter="data")
     else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
         tar.extractall(dest)
+
+
+# -- running as an unprivileged user (root only) -----------------------------------------------
+#: The unprivileged account the permission tests run as (exists on every Debian/Ubuntu).
+UNPRIVILEGED = ("nobody", "nogroup")
+
+
+def as_unprivileged(argv: list[str], user: tuple[str, str] = UNPRIVILEGED) -> list[str]:
+    """``argv`` run as ``user`` (name, group) with no supplementary groups (needs root)."""
+    return ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--", *argv]
+
+
+@functools.lru_cache(maxsize=1)
+def can_switch_user() -> bool:
+    """Root with setpriv, and the unprivileged user can run this Python and import car_runtime
+    (not so when the checkout or the venv sits in a folder only root may enter, e.g. /root)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    r = subprocess.run(as_unprivileged([sys.executable, "-c", "import car_runtime"]),
+                       capture_output=True, timeout=60, cwd="/")
+    return r.returncode == 0
+
+
+def open_tmp_dir() -> Path:
+    """A fresh folder under /tmp that other users may enter (pytest's tmp_path is 0700, so an
+    unprivileged process could not reach anything in it); the caller removes it."""
+    path = Path(tempfile.mkdtemp(prefix="car-runtime-test-", dir="/tmp"))
+    path.chmod(0o755)
+    return path

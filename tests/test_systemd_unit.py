@@ -166,16 +166,23 @@ def test_install_service_into_a_prefix(tmp_path, capsys):
     assert service["ExecStart"] == [f"{EXE} run --config /etc/car-runtime/config.yaml"]
     assert service["ExecStopPost"] == [f"{EXE} neutral --config /etc/car-runtime/config.yaml"]
     assert oct(unit.stat().st_mode & 0o777) == "0o644"
-    # Staging: accounts and reloads are printed, not run.
+    # Staging: accounts, reloads and (no car-runtime user here) ownership are printed, not run.
     assert "run yourself: sudo systemctl daemon-reload" in out
+    assert "on the car: sudo chown car-runtime:car-runtime /opt/car-runtime/models" in out
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == [  # no temp files left behind by the atomic writes
         "etc/car-runtime/config.example.yaml",
         "etc/car-runtime/config.yaml",
         "etc/systemd/system/car-runtime.service",
         "etc/udev/rules.d/99-car-runtime.rules",
+        "opt/aws/deepracer/calibration.json",  # none yet: the stock defaults, as the stock does
         "usr/local/bin/car-runtime",  # a link to EXE: `sudo car-runtime` works
+        "var/lib/car-runtime/web-password",  # the example config turns the cockpit on
     ]
+    folders = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                     if p.is_dir() and not any(p.iterdir()))
+    assert folders == ["opt/aws/deepracer/.calibration.json.history", "opt/aws/deepracer/logs",
+                       "opt/car-runtime/models"]
     assert (tmp_path / "usr/local/bin/car-runtime").resolve() == Path(EXE).resolve()
 
 

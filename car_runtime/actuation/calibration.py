@@ -9,18 +9,27 @@ The file is the stock one (``/opt/aws/deepracer/calibration.json``)::
 Values are PWM high times in ns at a 20 ms period. Reading validates everything
 (``min < mid < max``, all within the period, polarity +-1) and refuses a bad file with a
 :class:`CalibrationError` naming the fix. Writing is atomic (temp file in the same directory,
-fsync, ``os.replace``, fsync of the directory) and the replaced version is kept in a small
-history next to the file (``.<name>.history/``) that ``car-runtime calibrate`` can list/restore.
+fsync, ``os.replace``, fsync of the directory; a replaced file keeps its owner, group and
+mode) and the replaced version is kept in a small history next to the file
+(``.<name>.history/``) that ``car-runtime calibrate`` can list/restore.
+
+A writer that may write the file but not its folder (the systemd service: the stock folder
+``/opt/aws/deepracer`` is root's, ``install-service`` makes only the file group-writable and
+the history folder the service's) rewrites the file in place instead, like the stock's own
+writer: the new text is padded with spaces to at least the old length, written at offset 0,
+then the file is cut to length, so a process killed at any point leaves valid JSON.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
 import math
 import os
 import secrets
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -300,7 +309,9 @@ def dumps_stock(cal: Calibration) -> str:
     return json.dumps(cal.to_stock_dict(), indent=3, sort_keys=True) + "\n"
 
 
-def _history_dir(p: Path) -> Path:
+def history_dir(p: str | Path) -> Path:
+    """Where the replaced versions of calibration file ``p`` are kept."""
+    p = Path(p)
     return p.parent / f".{p.name}.history"
 
 
@@ -336,8 +347,10 @@ def _clean_stale_temps(d: Path) -> None:
                 pass
 
 
-def _atomic_write(p: Path, data: bytes, mode: int = 0o644, mtime_ns: int | None = None) -> None:
-    """Temp file in the same dir, fsync, ``os.replace``, fsync the dir."""
+def _atomic_write(p: Path, data: bytes, mode: int = 0o644, mtime_ns: int | None = None,
+                  owner: tuple[int, int] | None = None) -> None:
+    """Temp file in the same dir, fsync, ``os.replace``, fsync the dir. ``owner`` (uid, gid):
+    give the new file that owner (only root can; others keep their own)."""
     _clean_stale_temps(p.parent)
     tmp = p.parent / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -346,12 +359,14 @@ def _atomic_write(p: Path, data: bytes, mode: int = 0o644, mtime_ns: int | None 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(fd, *owner)
             os.fchmod(fd, mode)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
             os.fsync(fd)
         finally:
             os.close(fd)
-        if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -366,12 +381,42 @@ def _utc_stamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def save_calibration(cal: Calibration, path: str | Path | None = None, *, keep: int = HISTORY_KEEP) -> Path:
-    """Write ``cal`` atomically in the stock layout; keep the replaced file in the history.
+def _write_in_place(p: Path, data: bytes) -> None:
+    """Rewrite regular file ``p`` without replacing it (same inode, owner, group and mode).
+
+    Padded with spaces (valid trailing JSON whitespace) to at least the old length and written
+    at offset 0 in one ``pwrite``, then cut to length: killed before the cut, the file is the
+    new JSON plus spaces; never the new text with a tail of the old one."""
+    fd = os.open(p, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CalibrationError(f"cannot write calibration file {p}: not a regular file")
+        padded = data + b" " * max(0, st.st_size - len(data))
+        view, offset = memoryview(padded), 0
+        while offset < len(padded):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _folder_writable(d: Path) -> bool:
+    """May we create and rename files in ``d``? (``access`` also says no on a read-only mount,
+    e.g. the service's ProtectSystem=strict view of /opt.)"""
+    return os.access(d, os.W_OK | os.X_OK)
+
+
+def save_calibration(cal: Calibration, path: str | Path | None = None, *, keep: int = HISTORY_KEEP,
+                     in_place: bool | None = None) -> Path:
+    """Write ``cal`` in the stock layout; keep the replaced file in the history.
 
     The previous file (if any) is copied first to ``<dir>/.<name>.history/<UTC time>.json``
-    (the time it was replaced), and only the newest ``keep`` history entries are kept.
-    Returns the path written.
+    (the time it was replaced), and only the newest ``keep`` history entries are kept. Then the
+    file is replaced atomically (keeping its owner, group and mode), or, when we may write the
+    file but not its folder (``in_place=None`` decides so; True/False force it), rewritten in
+    place (see :func:`_write_in_place`). Returns the path written.
     """
     if not isinstance(cal, Calibration):
         raise TypeError("save_calibration needs a Calibration")
@@ -386,8 +431,10 @@ def save_calibration(cal: Calibration, path: str | Path | None = None, *, keep: 
             old = None
         else:
             mode = st.st_mode & 0o777 | 0o400
+        if in_place is None:
+            in_place = old is not None and not _folder_writable(p.parent) and os.access(p, os.W_OK)
         if old is not None and keep > 0:
-            hist = _history_dir(p)
+            hist = history_dir(p)
             hist.mkdir(exist_ok=True)
             stamp = _utc_stamp()
             target = hist / f"{stamp}.json"
@@ -398,15 +445,29 @@ def save_calibration(cal: Calibration, path: str | Path | None = None, *, keep: 
             _atomic_write(target, old, mode, mtime_ns=st.st_mtime_ns)
             for stale in sorted(hist.glob("*.json"))[:-keep]:
                 stale.unlink()
-        _atomic_write(p, dumps_stock(cal).encode(), mode)
+        if in_place:
+            _write_in_place(p, dumps_stock(cal).encode())
+        else:
+            _atomic_write(p, dumps_stock(cal).encode(), mode,
+                          owner=None if old is None else (st.st_uid, st.st_gid))
     except PermissionError as exc:
         raise CalibrationError(
             f"cannot write calibration file {p}: permission denied ({exc.filename}); "
-            f"run with sudo or give your user write access to {p.parent}"
+            f"{_write_fix(p)}"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise CalibrationError(
+                f"cannot write calibration file {p}: read-only ({exc.filename}); {_write_fix(p)}"
+            ) from None
         raise CalibrationError(f"cannot write calibration file {p}: {exc}") from None
     return p
+
+
+def _write_fix(p: Path) -> str:
+    return (f"run with sudo or give your user write access to {p.parent}; for the car-runtime "
+            "service: sudo car-runtime install-service (it makes this file and its history "
+            "folder writable for the service)")
 
 
 @dataclass(frozen=True)
@@ -432,7 +493,7 @@ def _stamp_to_iso(name: str) -> str:
 def list_history(path: str | Path | None = None) -> list[HistoryEntry]:
     """Previous versions of the calibration file, newest first (``n`` = 1, 2, ...)."""
     p = _resolve(path)
-    hist = _history_dir(p)
+    hist = history_dir(p)
     if not hist.is_dir():
         return []
     entries = []

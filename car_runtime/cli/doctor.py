@@ -20,7 +20,8 @@ EXIT_PROBLEMS = 1
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "doctor",
-        help="check Python, CPU, OpenVINO, camera, PWM, calibration, services, disk and the model",
+        help="check Python, CPU, OpenVINO, camera, PWM, calibration, services, the service's "
+             "file access, disk and the model",
         description=__doc__.split("\n\n")[0] + " Exit 0 when nothing is ❌, else 1.",
     )
     p.add_argument("--config", metavar="FILE",

@@ -83,7 +83,9 @@ class PasswordRecord:
 
 def write_password_file(path: str | Path, password: str, *, owner: str | None = None) -> Path:
     """Hash ``password`` into ``path`` atomically, mode 0600 (``owner``: chown to that user,
-    needs root). Refuses passwords shorter than :data:`MIN_PASSWORD_CHARS`."""
+    needs root; without it, root replacing an existing file keeps that file's owner and group,
+    so ``sudo car-runtime web-password`` leaves the service able to read it). Refuses passwords
+    shorter than :data:`MIN_PASSWORD_CHARS`."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise ConfigError(f"the web password needs at least {MIN_PASSWORD_CHARS} characters")
     if any(c in password for c in "\r\n"):
@@ -98,6 +100,13 @@ def write_password_file(path: str | Path, password: str, *, owner: str | None = 
         except KeyError:
             raise ConfigError(f"user {owner!r} does not exist; create it or leave out --owner") from None
         uid, gid = entry.pw_uid, entry.pw_gid
+    elif os.geteuid() == 0:
+        try:
+            st = p.stat()
+        except OSError:
+            pass
+        else:
+            uid, gid = st.st_uid, st.st_gid
     line = hash_password(password) + "\n"
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +116,7 @@ def write_password_file(path: str | Path, password: str, *, owner: str | None = 
             try:
                 os.write(fd, line.encode("ascii"))
                 os.fchmod(fd, 0o600)
-                if owner is not None:
+                if (uid, gid) != (-1, -1):
                     os.fchown(fd, uid, gid)
                 os.fsync(fd)
             finally:

@@ -37,7 +37,8 @@ def test_on_a_car_tree_with_the_stock_stack_running(car, demo_model):
     doc = json.loads(proc.stdout)
     checks = by_name(doc)
     assert list(checks) == ["machine", "python", "cpu", "openvino", "config", "camera", "pwm",
-                            "calibration", "stock", "service", "disk", "model", "speed"]
+                            "calibration", "stock", "service", "access", "sandbox", "disk", "model",
+                            "speed"]
     assert checks["machine"]["details"]["on_car"] is True
     cpu = checks["cpu"]
     assert cpu["details"]["model"].startswith("Intel(R) Atom(TM) Processor E3930")

@@ -3,6 +3,7 @@ as a real process."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 
@@ -95,3 +96,16 @@ def test_cli_sets_generates_and_refuses(tmp_path):
     cfg.write_text(f"web_password_file: {tmp_path / 'from-config'}\n")
     assert run_cli("--config", str(cfg), "--generate").returncode == 0
     assert (tmp_path / "from-config").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_root_resetting_the_password_keeps_the_files_owner(tmp_path):
+    """`sudo car-runtime web-password` on the service's file: the service can still read it."""
+    p = write_password_file(tmp_path / "pw", "first password", owner="nobody")
+    assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534)
+    write_password_file(p, "second password")
+    st = p.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
+    assert PasswordFile(p).current().verify("second password")
+    fresh = write_password_file(tmp_path / "new", "third password")  # a new file: root's
+    assert (fresh.stat().st_uid, fresh.stat().st_gid) == (0, 0)
