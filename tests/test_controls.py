@@ -190,10 +190,18 @@ def test_model_load_swaps_at_neutral_and_restores_arming(running, tiny_model):
     assert info.name == new.dir.name and r.controls.model is info
     assert r.controls.status()["model"] == new.dir.name
     wait_for(lambda: r.loop.pipeline.policy.metadata.action_space.size == 3, what="swap")
-    assert r.controls.wait_state(State.ARMED, 2.0)
-    writes = r.writes
-    disarm = next(i for i, w in enumerate(writes) if w.context.get("event") == "disarm")
-    rearm = next(i for i, w in enumerate(writes) if i > disarm and w.context.get("event") == "arm")
+
+    def disarmed_then_rearmed():
+        # The swap and the queued disarm/arm are applied in one loop iteration, in that order:
+        # wait for the writes rather than for a state the loop may not have left yet.
+        writes = r.writes
+        disarm = next((i for i, w in enumerate(writes) if w.context.get("event") == "disarm"), None)
+        rearm = next((i for i, w in enumerate(writes)
+                      if disarm is not None and i > disarm and w.context.get("event") == "arm"), None)
+        return (writes, disarm, rearm) if rearm is not None else None
+
+    writes, disarm, rearm = wait_for(disarmed_then_rearmed, what="neutral during the load, then re-armed")
+    assert r.loop.state is State.ARMED
     assert not any(driving(w) for w in writes[disarm:rearm])  # neutral during the load
     n = r.loop.stats.driven
     wait_for(lambda: r.loop.stats.driven >= n + 5, what="driving with the new model")

@@ -119,7 +119,9 @@ def _assert_drove_every_frame(run, files: int) -> None:
     print(f"{frames} frames taken of {files}, {driven} driven, {stale} stale, {misses} deadline misses")
     assert driven == frames - stale and driven >= 0.8 * files
     lines = [ln for ln in read_jsonl(run.jsonl) if ln.get("frame_seq") is not None]
-    assert len(lines) == driven and all(ln["state"] == "armed" for ln in lines)
+    # Every decided frame has its line; a frame that aged past 100 ms while it was worked on
+    # has one too (at neutral), so there may be up to `stale` more lines than driven frames.
+    assert driven <= len(lines) <= driven + stale and all(ln["state"] == "armed" for ln in lines)
 
 
 def _tmpfs(path: Path, size: str):
