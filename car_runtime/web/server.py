@@ -153,7 +153,8 @@ class Cockpit:
         self.store = ModelStore(cfg.models_dir, extra_dirs=extra_model_dirs,
                                 max_upload_bytes=max_upload_bytes)
         self.system = system or SystemFacts(disk_paths={"models": cfg.models_dir, "root": "/"})
-        self.feed = LiveFeed(self.loop, model_fps=MODEL_VIEW_FPS)
+        self.feed = LiveFeed(self.loop, model_fps=min(MODEL_VIEW_FPS, cfg.web_video_fps or MODEL_VIEW_FPS),
+                             video_fps=cfg.web_video_fps)
         self.deadman_s = cfg.web_deadman_ms / 1e3 if cfg.web_deadman_ms > 0 else None
         self.video_period_s = 1.0 / cfg.web_video_fps if cfg.web_video_fps > 0 else None
         self.controller: Client | None = None
@@ -170,12 +171,14 @@ class Cockpit:
         self._tick: asyncio.Event | None = None
         self._telemetry_json = "{}"
         self._system_facts: dict[str, Any] = {}
-        self._full_status: dict[str, Any] = {}
-        self._system_at_s = -1e9
+        self._slow_status = "{}"
+        self._slow_rest = '{"frame_age_ms":null,"system":{}}'
+        self._slow_at_s = -1e9
         self._background: list[asyncio.Task] = []
         self._streams: set[asyncio.Task] = set()
         self._watchers = 0
         self._frame_tick: asyncio.Event | None = None
+        self._calibration_wanted: asyncio.Event | None = None
         self._blocking = ThreadPoolExecutor(4, "web-blocking", initializer=block_async_signals)
         self._archive_worker = ThreadPoolExecutor(1, "web-archives", initializer=_background_thread)
 
@@ -266,6 +269,7 @@ class Cockpit:
     async def _startup(self) -> None:
         self._tick = asyncio.Event()
         self._frame_tick = asyncio.Event()
+        self._calibration_wanted = asyncio.Event()
         app = self.make_app()
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=1.0)
@@ -453,7 +457,7 @@ class Cockpit:
     # -- driving ----------------------------------------------------------------------------------
     @endpoint()
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._telemetry(request[CLIENT]), dumps=_dumps)
+        return web.Response(text=self._telemetry_text(request[CLIENT]), content_type="application/json")
 
     @endpoint()
     async def take_control(self, request: web.Request) -> web.Response:
@@ -638,6 +642,8 @@ class Cockpit:
     @endpoint(control=True)
     async def calibration_begin(self, request: web.Request) -> web.Response:
         await self._blocking_call(self.controls.begin_calibration)
+        assert self._calibration_wanted is not None
+        self._calibration_wanted.set()  # the pulse-holding task starts at once
         return web.json_response(self._calibration_json())
 
     @endpoint(control=True)
@@ -681,12 +687,16 @@ class Cockpit:
         deadline_s = self.loop.actuator.deadline_s or 0.1
         period_s = min(0.04, deadline_s / 3)
         max_age_s = self.deadman_s or CALIBRATION_HEARTBEAT_S
+        assert self._calibration_wanted is not None
         while True:
             if self.loop.calibrating:
                 self.controls.hold_calibration(max_age_s)
                 await asyncio.sleep(period_s)
-            else:
-                await asyncio.sleep(0.1)
+            else:  # no wake-ups while nobody calibrates (begin sets the event)
+                self._calibration_wanted.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._calibration_wanted.wait(), 5.0)
+                await asyncio.sleep(0)
 
     # -- live view --------------------------------------------------------------------------------
     @endpoint()
@@ -703,65 +713,47 @@ class Cockpit:
             "Content-Type": f"multipart/x-mixed-replace; boundary={boundary}",
             "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         self.viewers += 1
-        if view == "model":
-            self.feed.model_viewers += 1
-        self._watch(+1)
+        self._count_viewer(view, +1)
         me = asyncio.current_task()
         if me is not None:
             self._streams.add(me)
         try:
             await resp.prepare(request)
-            fps = 1 / self.video_period_s if view == "camera" else min(1 / self.video_period_s,
-                                                                         MODEL_VIEW_FPS)
-            # Token bucket: the average never exceeds fps; a frame is sent as it arrives (fresh)
-            # or skipped for good, never sent late.
-            tokens, t_last = 1.0, now_s()
+            # The step hook applies the rate cap (LiveFeed.shown, model_view) and wakes us only
+            # for a frame to send; and the telemetry task every 0.2 s, so a gone client is noticed
+            # even without frames.
             last_seq = 0
             while True:
                 frame_tick = self._frame_tick
                 assert frame_tick is not None
-                await frame_tick.wait()  # each frame; and every 0.2 s from the telemetry task
+                await frame_tick.wait()
                 if request.transport is None or request.transport.is_closing():
                     break
-                item = self.feed.frame if view == "camera" else self.feed.model_view
+                item = self.feed.shown if view == "camera" else self.feed.model_view
                 if item is None or item.seq == last_seq:
                     continue
                 last_seq = item.seq
-                t = now_s()
-                tokens, t_last = min(1.0, tokens + (t - t_last) * fps), t
-                if tokens < 0.9:
-                    continue
-                tokens -= 1.0
                 if view == "camera":
                     image = item.image
                     jpeg = (image if isinstance(image, bytes) and image[:2] == b"\xff\xd8"
                             else await self._blocking_call(encode_jpeg, image))
                 else:
                     jpeg = await self._blocking_call(encode_jpeg, item.pixels)
-                t = now_s()
-                headers = (f"--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
-                           f"X-Frame-Seq: {item.seq}\r\n"
-                           f"X-Frame-Age-Ms: {(t - item.t_capture_s) * 1e3:.1f}\r\n"
-                           f"X-Capture-Epoch-Ms: {(time.time() - (t - item.t_capture_s)) * 1e3:.1f}\r\n")
-                if view == "camera":
-                    headers += (f"X-Action: {'' if item.action is None else item.action}\r\n"
-                                f"X-Steering-Deg: {item.steering_deg:.2f}\r\n"
-                                f"X-Speed-Mps: {item.speed_mps:.3f}\r\n"
-                                f"X-Angle: {item.angle:.3f}\r\nX-Throttle: {item.throttle:.3f}\r\n"
-                                f"X-State: {item.state}\r\n")
-                await resp.write(headers.encode("ascii") + b"\r\n" + jpeg + b"\r\n")
+                await resp.write(_mjpeg_part(boundary, item, jpeg, camera=view == "camera"))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.viewers -= 1
-            if view == "model":
-                self.feed.model_viewers -= 1
+            self._count_viewer(view, -1)
             self._streams.discard(me)  # type: ignore[arg-type]
-            self._watch(-1)
         return resp
 
-    def _watch(self, delta: int) -> None:
-        """Count live viewers; the step hook wakes us per frame only while there are some."""
+    def _count_viewer(self, view: str, delta: int) -> None:
+        """Count live viewers; the step hook wakes us only while there are some."""
+        if view == "model":
+            self.feed.model_viewers += delta
+        else:
+            self.feed.camera_viewers += delta
         self._watchers += delta
         aio = asyncio.get_running_loop()
         self.feed.notify = (functools.partial(aio.call_soon_threadsafe, self._new_frame)
@@ -779,8 +771,10 @@ class Cockpit:
             raise WebError(403, "cross-site WebSocket refused")
         if len(self.sockets) >= MAX_SOCKETS:
             raise WebError(503, f"at most {MAX_SOCKETS} pages at a time; close one")
+        # No permessage-deflate: telemetry is a few kB a few times a second on a local link;
+        # compressing it (and inflating every heartbeat) would cost the car's CPU for nothing.
         ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE_BYTES, heartbeat=None,
-                                   autoping=True)
+                                   autoping=True, compress=False)
         await ws.prepare(request)
         sock = Socket(ws, request[CLIENT])
         self.sockets.append(sock)
@@ -824,7 +818,7 @@ class Cockpit:
             if not self.sockets:
                 continue
             try:
-                self._telemetry_json = _dumps(self._telemetry(None))
+                self._telemetry_json = self._telemetry_text(None)
             except Exception:
                 log.exception("telemetry failed")
                 continue
@@ -832,41 +826,64 @@ class Cockpit:
             assert tick is not None
             tick.set()
 
-    def _telemetry(self, client: Client | None) -> dict[str, Any]:
+    def _telemetry_text(self, client: Client | None) -> str:
+        """The telemetry message as JSON text (``you_control`` added for ``client``).
+
+        The slow part -- the full status (stage percentiles over thousands of samples, facts),
+        system facts, frame-age percentiles -- is built and serialized once a second (at every
+        call for ``/api/status``); the fast-changing fields at every tick, spliced in as text."""
         t = now_s()
-        if t - self._system_at_s >= SYSTEM_PERIOD_S or client is not None:
-            # the full status (stage percentiles over thousands of samples) once a second;
-            # the fast-changing fields every tick
-            self._system_facts = self.system.sample() if client is None else self._system_facts
-            self._full_status = self.controls.status()
-            self._system_at_s = t
-        loop = self.loop
-        s = {**self._full_status, "state": loop.state.value, "fps": round(loop.rate.fps(), 2),
-             "frames": loop.stats.frames, "driven": loop.stats.driven, "stale": loop.stats.stale,
-             "skipped": loop.stats.skipped, "calibrating": loop.calibrating,
-             "deadman_trips": loop.deadman_trips, "model": self.controls.model.name,
-             "max_speed_pct": loop.max_speed_pct, "armed_requested": self.controls.want_armed,
-             "loading": None if self.controls.loading is None else {
-                 "name": self.controls.loading.name, "phase": self.controls.loading.phase,
-                 "elapsed_s": round(t - self.controls.loading.started_s, 2)}}
+        if client is not None or t - self._slow_at_s >= SYSTEM_PERIOD_S:
+            if client is None:  # CPU % is over the time between samples: the ticker's alone
+                self._system_facts = self.system.sample()
+            full = self.controls.status()
+            for key in _FAST_STATUS_KEYS:
+                full.pop(key, None)
+            self._slow_status = _dumps(full)
+            self._slow_rest = _dumps({"frame_age_ms": self.feed.frame_age_ms(),
+                                      "system": self._system_facts})
+            self._slow_at_s = t
+        loop, controls = self.loop, self.controls
+        loading = controls.loading
+        stats = loop.stats
+        fast = {"state": loop.state.value, "fps": round(loop.rate.fps(), 2), "frames": stats.frames,
+                "driven": stats.driven, "stale": stats.stale, "skipped": stats.skipped,
+                "calibrating": loop.calibrating, "deadman_trips": loop.deadman_trips,
+                "model": controls.model.name, "max_speed_pct": loop.max_speed_pct,
+                "armed_requested": controls.want_armed,
+                "loading": None if loading is None else {
+                    "name": loading.name, "phase": loading.phase,
+                    "elapsed_s": round(t - loading.started_s, 2)}}
         frame = self.feed.frame
-        hb_age = self.loop.heartbeat_age_s()
-        out = {
-            "t": "telemetry",
-            "status": s,
-            "frame_age_ms": self.feed.frame_age_ms(),
-            "live": None if frame is None else {
-                "seq": frame.seq, "action": frame.action, "steering_deg": frame.steering_deg,
-                "speed_mps": frame.speed_mps, "angle": frame.angle, "throttle": frame.throttle,
-                "age_ms": round((t - frame.t_capture_s) * 1e3, 1)},
-            "system": self._system_facts,
-            "web": {"controlled": self._controller_active(), "pages": len(self.sockets),
-                    "viewers": self.viewers, "heartbeat_age_ms": round(hb_age * 1e3) if math.isfinite(hb_age) else None,
-                    "last_load": self.last_load, **self._static_facts()},
-        }
+        hb_age = loop.heartbeat_age_s()
+        live = None if frame is None else {
+            "seq": frame.seq, "action": frame.action, "steering_deg": frame.steering_deg,
+            "speed_mps": frame.speed_mps, "angle": frame.angle, "throttle": frame.throttle,
+            "age_ms": round((t - frame.t_capture_s) * 1e3, 1)}
+        web_facts = {"controlled": self._controller_active(), "pages": len(self.sockets),
+                     "viewers": self.viewers,
+                     "heartbeat_age_ms": round(hb_age * 1e3) if math.isfinite(hb_age) else None,
+                     "last_load": self.last_load, **self._static_facts()}
+        parts = ['{"t":"telemetry","status":', _join_objects(_dumps(fast), self._slow_status),
+                 ',"live":', _dumps(live), ",", self._slow_rest[1:-1], ',"web":', _dumps(web_facts)]
         if client is not None:
-            out["you_control"] = self._is_controller(client)
-        return out
+            parts += [',"you_control":', json.dumps(self._is_controller(client))]
+        parts.append("}")
+        return "".join(parts)
+
+
+#: Status fields the telemetry refreshes at every tick (the rest once a second).
+_FAST_STATUS_KEYS = ("state", "fps", "frames", "driven", "stale", "skipped", "calibrating",
+                     "deadman_trips", "model", "max_speed_pct", "armed_requested", "loading")
+
+
+def _join_objects(a: str, b: str) -> str:
+    """Two serialized JSON objects with distinct keys as one."""
+    if a == "{}":
+        return b
+    if b == "{}":
+        return a
+    return a[:-1] + "," + b[1:]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -915,6 +932,21 @@ def _within_rate(stamps: list[float], per_s: int) -> bool:
         return False
     stamps.append(t)
     return True
+
+
+def _mjpeg_part(boundary: str, item: Any, jpeg: bytes, *, camera: bool) -> bytes:
+    """One multipart/x-mixed-replace part: headers (frame, age, overlay values) and the JPEG."""
+    t = now_s()
+    age_s = t - item.t_capture_s
+    head = (f"--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+            f"X-Frame-Seq: {item.seq}\r\nX-Frame-Age-Ms: {age_s * 1e3:.1f}\r\n"
+            f"X-Capture-Epoch-Ms: {(time.time() - age_s) * 1e3:.1f}\r\n")
+    if camera:
+        head += (f"X-Action: {'' if item.action is None else item.action}\r\n"
+                 f"X-Steering-Deg: {item.steering_deg:.2f}\r\nX-Speed-Mps: {item.speed_mps:.3f}\r\n"
+                 f"X-Angle: {item.angle:.3f}\r\nX-Throttle: {item.throttle:.3f}\r\n"
+                 f"X-State: {item.state}\r\n")
+    return b"".join((head.encode("ascii"), b"\r\n", jpeg, b"\r\n"))
 
 
 def _client_id(request: web.Request) -> str:
