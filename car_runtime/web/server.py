@@ -46,6 +46,7 @@ from car_runtime.web.auth import (
     COOKIE_NAME, SESSION_IDLE_S, LoginLimiter, PasswordFile, Session, Sessions, csrf_ok)
 from car_runtime.web.live import LiveFeed, encode_jpeg
 from car_runtime.web.models import MAX_UPLOAD_BYTES, ModelStore, Upload, WebError
+from car_runtime.web.runs import MAX_DOWNLOADS, OFF_MESSAGE, RunStore, run_json
 from car_runtime.web.telemetry import SystemFacts
 
 if TYPE_CHECKING:
@@ -180,7 +181,11 @@ class Cockpit:
         self._frame_tick: asyncio.Event | None = None
         self._calibration_wanted: asyncio.Event | None = None
         self._blocking = ThreadPoolExecutor(4, "web-blocking", initializer=block_async_signals)
-        self._archive_worker = ThreadPoolExecutor(1, "web-archives", initializer=_background_thread)
+        self._archive_worker = ThreadPoolExecutor(1, "web-archives", initializer=functools.partial(
+            _background_thread, "car-web-files"))
+        self.runs = RunStore(cfg.record_dir)
+        self._runs_worker = ThreadPoolExecutor(MAX_DOWNLOADS + 1, "web-runs", initializer=functools.partial(
+            _background_thread, "car-web-runs"))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -230,6 +235,7 @@ class Cockpit:
             self._thread.join(5.0)
         self._blocking.shutdown(wait=False, cancel_futures=True)
         self._archive_worker.shutdown(wait=False, cancel_futures=True)
+        self._runs_worker.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> "Cockpit":
         return self
@@ -320,6 +326,9 @@ class Cockpit:
         r.add_post("/api/calibration/pulse", self.calibration_pulse)
         r.add_post("/api/calibration/end", self.calibration_end)
         r.add_get("/api/live.mjpg", self.live)
+        r.add_get("/api/runs", self.runs_list)
+        r.add_get("/api/runs/download", self.run_download)
+        r.add_post("/api/runs/delete", self.run_delete)
         r.add_get("/api/ws", self.websocket)
         return app
 
@@ -624,6 +633,97 @@ class Cockpit:
         await self._on_archive_worker(self.store.delete, entry)
         return web.json_response({"ok": True, "message": f"{entry.name} deleted"})
 
+    # -- recorded runs ---------------------------------------------------------------------------------
+    async def _on_runs_worker(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._runs_worker, fn, *args)
+
+    def _recorder(self) -> dict[str, Any] | None:
+        """The flight recorder's facts when it records into the listed folder (else None)."""
+        facts = self.controls.fact("recording")
+        root = self.runs.root
+        if not isinstance(facts, dict) or root is None:
+            return None
+        with contextlib.suppress(OSError, TypeError):
+            if os.path.samefile(str(facts.get("dir")), root):
+                return facts
+        return None
+
+    def _recording_now(self) -> str | None:
+        facts = self._recorder()
+        return facts.get("session") if facts and facts.get("state") == "recording" else None
+
+    def _runs_listing(self) -> dict[str, Any]:
+        if self.runs.root is None:
+            return {"ok": True, "dir": None, "runs": [], "message": OFF_MESSAGE}
+        recorder = self._recorder()
+        now = self._recording_now()
+        sessions = sorted(self.runs.list(), key=lambda s: s.name != now)  # (stable) recording first
+        return {"ok": True, "dir": str(self.runs.root),
+                "recorder": None if recorder is None else {
+                    k: recorder.get(k) for k in ("state", "session", "frames", "dropped", "error",
+                                                 "free_mb")},
+                "total_bytes": sum(s.size_bytes for s in sessions),
+                "runs": [run_json(s, recording=s.name == now, downloading=self.runs.downloading(s.name))
+                         for s in sessions]}
+
+    @endpoint()
+    async def runs_list(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._on_runs_worker(self._runs_listing), dumps=_dumps)
+
+    def _plan_download(self, name: Any) -> Any:
+        info = self.runs.find(name)
+        if info.name == self._recording_now():
+            raise WebError(409, f"{info.name} is being recorded; it closes 15 s after the car "
+                                "stops driving: download it then")
+        plan = self.runs.plan(info)
+        self.runs.begin_download(info)
+        return plan
+
+    @endpoint()
+    async def run_download(self, request: web.Request) -> web.StreamResponse:
+        plan = await self._on_runs_worker(self._plan_download, request.query.get("name"))
+        chunks = self.runs.chunks(plan)
+        resp = web.StreamResponse(headers={
+            "Content-Type": "application/x-tar", "Content-Length": str(plan.size_bytes),
+            "Content-Disposition": f'attachment; filename="{plan.filename}"'})
+        sent = 0
+        try:
+            await resp.prepare(request)
+            while True:  # one chunk at a time: read in a low-priority thread, written here
+                chunk = await self._on_runs_worker(next, chunks, None)
+                if chunk is None:
+                    break
+                await resp.write(chunk)
+                sent += len(chunk)
+            await resp.write_eof()
+            log.info("recorded run %s downloaded by %s (%.1f MB)", plan.info.name, request.remote,
+                     sent / 1e6)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client went away
+        except OSError as exc:  # a file changed under us: the client sees a short download
+            log.warning("download of %s cut off: %s", plan.info.name, exc)
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            with contextlib.suppress(ValueError):  # (still running in a worker: GC closes it)
+                chunks.close()
+            self.runs.end_download(plan.info)
+        return resp
+
+    def _delete_run(self, name: Any) -> str:
+        info = self.runs.find(name)
+        if info.name == self._recording_now():
+            raise WebError(409, f"{info.name} is being recorded; it closes 15 s after the car "
+                                "stops driving: delete it then")
+        self.runs.delete(info)
+        return info.name
+
+    @endpoint(control=True)
+    async def run_delete(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        name = await self._on_runs_worker(self._delete_run, body.get("name"))
+        return web.json_response({"ok": True, "message": f"{name} deleted"})
+
     # -- calibration ----------------------------------------------------------------------------------
     @endpoint()
     async def calibration(self, request: web.Request) -> web.Response:
@@ -915,10 +1015,10 @@ def _name_thread(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
-def _background_thread() -> None:
-    """Archive checks and listings: lower CPU priority than the drive loop, no signals."""
+def _background_thread(name: str) -> None:
+    """Archive checks, listings, downloads: lower CPU priority than the drive loop, no signals."""
     block_async_signals()
-    _name_thread("car-web-files")
+    _name_thread(name)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
