@@ -32,3 +32,13 @@ def read_video(path: str | Path) -> tuple[list[np.ndarray], float]:
     fps = cap.get(cv2.CAP_PROP_FPS)
     cap.release()
     return frames, fps
+
+
+def mcap_records(path: str | Path) -> list[tuple[str, int, bytes]]:
+    """(topic, log time ns, raw message bytes) of every message of an MCAP file, read with the
+    independent ``mcap`` package."""
+    from mcap.reader import make_reader
+
+    with open(path, "rb") as fh:
+        return [(channel.topic, message.log_time, bytes(message.data))
+                for _schema, channel, message in make_reader(fh).iter_messages()]

@@ -240,12 +240,17 @@ class RunStore:
         log.info("recorded run deleted: %s", path)
 
 
-def run_json(info: SessionInfo, *, recording: bool, downloading: bool) -> dict[str, Any]:
-    """One run for ``GET /api/runs``."""
+def run_json(info: SessionInfo, *, recording: bool, downloading: bool,
+             live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run for ``GET /api/runs``; ``live``: the recorder's facts for the session it is
+    recording (its frame counts are ahead of what is flushed to the file)."""
+    frames, dropped = info.frames, info.dropped
+    if live is not None:
+        frames, dropped = live.get("frames", frames), live.get("dropped", dropped)
     return {
         "name": info.name, "model": info.model,
         "start_epoch_s": None if info.start_ns is None else info.start_ns / 1e9,
-        "duration_s": round(info.duration_s, 2), "frames": info.frames, "dropped": info.dropped,
+        "duration_s": round(info.duration_s, 2), "frames": frames, "dropped": dropped,
         "size_bytes": info.size_bytes, "storage": info.storage,
         "status": "recording" if recording else info.status, "torn_bytes": info.torn_bytes,
         "downloading": downloading,

@@ -663,7 +663,8 @@ class Cockpit:
                     k: recorder.get(k) for k in ("state", "session", "frames", "dropped", "error",
                                                  "free_mb")},
                 "total_bytes": sum(s.size_bytes for s in sessions),
-                "runs": [run_json(s, recording=s.name == now, downloading=self.runs.downloading(s.name))
+                "runs": [run_json(s, recording=s.name == now, downloading=self.runs.downloading(s.name),
+                                  live=recorder if s.name == now else None)
                          for s in sessions]}
 
     @endpoint()

@@ -18,17 +18,8 @@ import pytest
 
 from car_runtime.recording.catalog import list_sessions
 from conftest import listing, wait_for
+from helpers import mcap_records
 from webclient import Client
-
-
-def mcap_records(path_or_bytes) -> list[tuple[str, int, bytes]]:
-    """(topic, log time, raw CDR bytes) of every message, read with the ``mcap`` package."""
-    from mcap.reader import make_reader
-
-    fh = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else open(path_or_bytes, "rb")
-    with fh:
-        return [(channel.topic, message.log_time, bytes(message.data))
-                for _schema, channel, message in make_reader(fh).iter_messages()]
 
 
 def recorder_facts(car) -> dict:

@@ -512,7 +512,7 @@ async function refreshRuns() {
     const meta = document.createElement("div");
     meta.className = "meta";
     meta.textContent = runMeta(run);
-    card.append(name, actions, meta);
+    card.append(name, meta, actions);
     list.append(card);
   }
 }
