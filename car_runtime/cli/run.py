@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
-            f"{'ARMED' if cfg.arm else 'disarmed'}, max speed {cfg.max_speed_pct:g} %, "
-            f"deadline {cfg.deadline_ms:g} ms",
+            f"max speed {cfg.max_speed_pct:g} %, deadline {cfg.deadline_ms:g} ms",
             flush=True,
         )
         with open_source(cfg.camera, fps=cfg.fps, stereo=loaded.metadata.is_stereo) as source:
@@ -100,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                     from car_runtime import web
 
                     adapters.enter_context(web.serve(controls, cfg))
+                print(arming_line(controls, cfg), flush=True)  # what is in force, adapters applied
                 code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3)
         s = loop.status()
         total = s["stages"].get("total", {})
@@ -110,3 +110,14 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     return code
+
+
+def arming_line(controls, cfg) -> str:
+    """The start line's arming state as it really is once the adapters are attached (the
+    cockpit's deadman overrides ``arm: true``)."""
+    if controls.want_armed:
+        return "ARMED: the car drives"
+    if cfg.web is not None:
+        ignored = "; arm: true is ignored while the cockpit's deadman is on" if cfg.arm else ""
+        return f"disarmed: START on the cockpit arms{ignored}"
+    return "disarmed: the car stays at neutral (--arm or arm: true drives at start)"
