@@ -186,6 +186,8 @@ class Cockpit:
         self.runs = RunStore(cfg.record_dir)
         self._runs_worker = ThreadPoolExecutor(MAX_DOWNLOADS + 1, "web-runs", initializer=functools.partial(
             _background_thread, "car-web-runs"))
+        self._login_worker = ThreadPoolExecutor(1, "web-login", initializer=functools.partial(
+            _background_thread, "car-web-login"))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -236,6 +238,7 @@ class Cockpit:
         self._blocking.shutdown(wait=False, cancel_futures=True)
         self._archive_worker.shutdown(wait=False, cancel_futures=True)
         self._runs_worker.shutdown(wait=False, cancel_futures=True)
+        self._login_worker.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> "Cockpit":
         return self
@@ -355,11 +358,14 @@ class Cockpit:
             return _error(_status_of(exc), str(exc))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except web.HTTPException:
+        except web.HTTPException as exc:  # aiohttp's own refusals (body too large, not a WebSocket)
+            if request.path.startswith("/api/") and exc.status >= 400:
+                text = (exc.text or "").strip() if exc.text != f"{exc.status}: {exc.reason}" else ""
+                return _error(exc.status, (text.splitlines() or [exc.reason])[0])
             raise
-        except Exception as exc:
+        except Exception:  # details (paths, values) go to the car's log, not to the client
             log.exception("web request %s %s failed", request.method, request.path)
-            return _error(500, f"internal error ({type(exc).__name__}: {exc}); the car is unaffected")
+            return _error(500, "internal error (details in the car's log); the car is unaffected")
 
     def _refuse(self, request: web.Request, handler: Callable) -> web.Response | None:
         if not getattr(handler, "auth", True):
@@ -421,14 +427,30 @@ class Cockpit:
         if wait_s > 0:
             return _error(429, f"too many login attempts; wait {math.ceil(wait_s)} s",
                           headers={"Retry-After": str(math.ceil(wait_s))})
-        body = await _json(request)
-        password = body.get("password")
-        if not isinstance(password, str) or not password or len(password) > 1024:
-            raise WebError(400, 'send {"password": "..."}')
-        record = self.password.current()
-        ok = await self._blocking_call(record.verify, password)
+        # Counted as a failure before any await: concurrent guesses cannot all slip past the
+        # limit while the first ones are being checked. Forgiven if it was not a wrong password.
+        self.limiter.failed(peer)
+        ok = False
+        guessed = False
+        try:
+            body = await _json(request)
+            password = body.get("password")
+            if not isinstance(password, str) or not password or len(password) > 1024:
+                raise WebError(400, 'send {"password": "..."}')
+            try:
+                record = self.password.current()
+            except ConfigError as exc:  # its path and state are for the car's log only
+                log.error("web login refused: %s", exc)
+                raise WebError(503, "the cockpit's password file is missing or unreadable; set "
+                                    "it on the car: sudo car-runtime web-password") from None
+            guessed = True
+            # scrypt on its own low-priority thread: a login flood never delays STOP or arming
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._login_worker, record.verify, password)
+        finally:
+            if ok or not guessed:
+                self.limiter.forgive(peer)
         if not ok:
-            self.limiter.failed(peer)
             log.warning("web login failed from %s", peer)
             return _error(401, "wrong password")
         session = self.sessions.open(record, peer)
@@ -495,7 +517,9 @@ class Cockpit:
 
     @endpoint()
     async def stop(self, request: web.Request) -> web.Response:
-        # Any logged-in client may stop the car.
+        # Any logged-in client may stop the car. Posted here at once (a non-blocking call), so a
+        # STOP never queues behind busy worker threads; the wait for neutral runs in one.
+        self.controls.stop()
         ok, message = await self._blocking_call(functools.partial(self.controls.stop, wait_s=ARM_WAIT_S))
         return web.json_response({"ok": ok, "message": message, "state": self.loop.state.value},
                                  status=200 if ok else 503)
@@ -510,6 +534,8 @@ class Cockpit:
 
     @endpoint(control=True)
     async def heartbeat(self, request: web.Request) -> web.Response:
+        if len(self._heartbeat_stamps) > 2 * MAX_SOCKETS:  # bounded: sessions come and go
+            self._heartbeat_stamps.clear()
         if not _within_rate(self._heartbeat_stamps.setdefault(request[CLIENT].token, []),
                             MAX_HEARTBEATS_PER_S):
             return _error(429, f"more than {MAX_HEARTBEATS_PER_S} heartbeats per second; "
@@ -1076,6 +1102,8 @@ async def _json(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise WebError(400, f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise WebError(400, "malformed JSON (nested too deeply)") from None
     if not isinstance(body, dict):
         raise WebError(400, "send a JSON object")
     return body
