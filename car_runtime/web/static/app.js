@@ -489,7 +489,8 @@ async function refreshRuns() {
     if (run.status !== "complete") {
       const t = document.createElement("span");
       t.className = "tag " + run.status;
-      t.textContent = run.status === "recording" ? "recording now" : "torn (cut off; replayable)";
+      t.textContent = run.status === "recording" ? "recording now"
+        : run.frames > 0 ? "torn (cut off; replayable)" : "torn (nothing readable)";
       name.append(t);
     }
     const actions = document.createElement("div");
