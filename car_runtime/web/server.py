@@ -14,7 +14,9 @@ Rules enforced here (see docs/web.md for the API table):
   for it alone (409 for others); any logged-in client may STOP; taking control stops the car;
 - the deadman: the controller's WebSocket heartbeats (or ``POST /api/heartbeat``) feed
   ``loop.heartbeat()``; when the controller's socket closes the car stops at once;
-- bounded everything: sessions, sockets, viewers, message sizes and rates, upload size.
+- bounded everything: sessions, sockets, viewers, message sizes and rates, upload size,
+  downloads of recorded runs (:mod:`car_runtime.web.runs`: streamed, two at a time);
+- no error carries a traceback or, when unexpected, any detail (that goes to the log).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError

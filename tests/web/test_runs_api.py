@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import tarfile
-import time
 from pathlib import Path
 
 import pytest

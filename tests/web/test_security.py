@@ -18,7 +18,7 @@ import pytest
 from car_runtime.control.safety import State
 from car_runtime.web.auth import LoginLimiter
 from conftest import wait_for
-from webclient import PASSWORD, Client
+from webclient import Client
 
 
 def raw(port: int, method: str, path: str, *, body=None, headers: dict | None = None,
@@ -180,4 +180,3 @@ def test_cookies_are_strict_and_errors_carry_the_security_headers(car):
                 return exc.status
 
     assert asyncio.run(ws_without_origin_check()) == 403
-    assert PASSWORD  # (the fixture's password file is in place)
