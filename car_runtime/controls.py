@@ -344,6 +344,17 @@ class DriveControls:
         """Include ``fn()`` (cheap, non-blocking, JSON-able) as ``status()[name]``."""
         self._facts[name] = fn
 
+    def fact(self, name: str) -> Any:
+        """The current value of the fact registered as ``name`` (None if there is none, or it
+        fails): one fact without building the whole :meth:`status`."""
+        fn = self._facts.get(name)
+        if fn is None:
+            return None
+        try:
+            return fn()
+        except Exception:
+            return None
+
     def status(self) -> dict[str, Any]:
         """The loop's status plus model, load in progress, max speed, deadman and facts."""
         loop = self.loop

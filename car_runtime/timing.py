@@ -152,11 +152,10 @@ class RateMeter:
         self._n = min(self._n + 1, self._t.shape[0])
 
     def fps(self) -> float:
-        if self._n < 2:
+        n = self._n
+        if n < 2:
             return 0.0
-        if self._n < self._t.shape[0]:
-            ts = self._t[: self._n]
-        else:
-            ts = _np().roll(self._t, -self._i)
-        span = ts[-1] - ts[0]
-        return (self._n - 1) / span if span > 0 else 0.0
+        size = self._t.shape[0]
+        oldest = self._i if n == size else 0  # (no copy: this runs several times a second)
+        span = float(self._t[(self._i - 1) % size] - self._t[oldest])
+        return (n - 1) / span if span > 0 else 0.0

@@ -75,3 +75,13 @@ def open_tmp_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="car-runtime-test-", dir="/tmp"))
     path.chmod(0o755)
     return path
+
+
+def mcap_records(path: str | Path) -> list[tuple[str, int, bytes]]:
+    """(topic, log time ns, raw message bytes) of every message of an MCAP file, read with the
+    independent ``mcap`` package."""
+    from mcap.reader import make_reader
+
+    with open(path, "rb") as fh:
+        return [(channel.topic, message.log_time, bytes(message.data))
+                for _schema, channel, message in make_reader(fh).iter_messages()]

@@ -249,4 +249,6 @@ def test_status_includes_registered_facts_and_survives_a_broken_one(running):
     assert s["recording"] == {"session": "x", "dropped": 0}
     assert "ZeroDivisionError" in s["broken"]["error"]
     assert s["model"] == "demo-untrained-deep-ffc-discrete" and s["loading"] is None
+    assert r.controls.fact("recording") == {"session": "x", "dropped": 0}  # one fact alone
+    assert r.controls.fact("broken") is None and r.controls.fact("absent") is None
     r.close()

@@ -150,6 +150,7 @@ def test_run_end_to_end_on_bundled_model_and_footage(demo_model, footage_seq_dir
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "end of input" in out
+    assert "ARMED: the car drives" in out  # the start line says what is in force
     recs = read_records(record)
     driving = [r for r in recs if r.get("frame_seq") is not None]
     assert driving, recs[:5]

@@ -109,11 +109,8 @@ def _drive(args: argparse.Namespace, signals) -> int:
         _say(
             f"model {loaded.bundle.name}: {loaded.metadata.action_space_type}, "
             f"{loaded.metadata.action_space.size} outputs, ready in {loaded.load_s:.2f} s; "
-            f"{'ARMED' if cfg.arm else 'disarmed'}, {describe_max_speed(cfg.max_speed_pct, 'run')}, "
-            f"deadline {cfg.deadline_ms:g} ms"
+            f"{describe_max_speed(cfg.max_speed_pct, 'run')}, deadline {cfg.deadline_ms:g} ms"
         )
-        if not cfg.arm:
-            _say(DISARMED_HINT)
         with open_source(cfg.camera, fps=cfg.fps, stereo=loaded.metadata.is_stereo) as source:
             loop = DriveLoop(
                 source,
@@ -132,6 +129,7 @@ def _drive(args: argparse.Namespace, signals) -> int:
                     from car_runtime import web
 
                     adapters.enter_context(web.serve(controls, cfg))
+                _say(arming_line(controls, cfg))  # what is in force, adapters applied
                 code = drive_with_signals(loop, stall_s=cfg.stall_timeout_ms / 1e3,
                                           signals=signals)
         s = loop.status()
@@ -147,3 +145,14 @@ def _drive(args: argparse.Namespace, signals) -> int:
             reason = f"{reason}; {actuator.close_outcome}"
         _say(f"error: {reason}", err=True)
     return code
+
+
+def arming_line(controls, cfg) -> str:
+    """The start line's arming state as it really is once the adapters are attached (the
+    cockpit's deadman overrides ``arm: true``)."""
+    if controls.want_armed:
+        return "ARMED: the car drives"
+    if cfg.web is not None:
+        ignored = "; arm: true is ignored while the cockpit's deadman is on" if cfg.arm else ""
+        return f"disarmed: START on the cockpit arms{ignored}"
+    return DISARMED_HINT

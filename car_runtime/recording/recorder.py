@@ -291,18 +291,23 @@ class FlightRecorder:
         log.info("recording session %s", path)
 
     def _close_session(self, *, reason: str = "") -> None:
-        s, self._session = self._session, None
+        s = self._session
         if s is None:
             return
-        bag = s.bag
-        bag.set_custom_data("car_runtime.model", s.model.name)
-        bag.set_custom_data("car_runtime.model_path", s.model.path)
-        bag.set_custom_data("car_runtime.frames", str(s.frames))
-        bag.set_custom_data("car_runtime.writes", str(s.writes))
-        bag.set_custom_data("car_runtime.dropped", str(s.dropped))
-        if reason:
-            bag.set_custom_data("car_runtime.stopped", reason)
-        bag.close()
+        # The facts show the session as recording until it is closed on disk (the cockpit
+        # must not offer a bag for download or deletion while its end is being written).
+        try:
+            bag = s.bag
+            bag.set_custom_data("car_runtime.model", s.model.name)
+            bag.set_custom_data("car_runtime.model_path", s.model.path)
+            bag.set_custom_data("car_runtime.frames", str(s.frames))
+            bag.set_custom_data("car_runtime.writes", str(s.writes))
+            bag.set_custom_data("car_runtime.dropped", str(s.dropped))
+            if reason:
+                bag.set_custom_data("car_runtime.stopped", reason)
+            bag.close()
+        finally:
+            self._session = None
         log.info("recording session %s closed: %d frames, %d dropped, %.1f MB", s.name,
                  s.frames, s.dropped, s.bytes / 1e6)
 

@@ -238,7 +238,9 @@ class Sessions:
 
 
 def csrf_ok(session: Session, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(session.csrf.encode(), token.encode())
+    """Constant-time check; any header text (non-ASCII included) is just a wrong token."""
+    return bool(token) and hmac.compare_digest(session.csrf.encode(),
+                                               token.encode("utf-8", "surrogateescape"))
 
 
 @dataclass
@@ -283,3 +285,12 @@ class LoginLimiter:
         self._all.append(now)
         while len(self._all) > self.total:
             self._all.popleft()
+
+    def forgive(self, peer: str) -> None:
+        """Take back the latest :meth:`failed` of ``peer`` (an attempt counted in advance that
+        turned out right, or was no password guess)."""
+        q = self._failures.get(peer)
+        if q:
+            q.pop()
+            if self._all:
+                self._all.pop()

@@ -4,6 +4,11 @@
 (the frame's own JPEG bytes or array, a few numbers) and one float in a ring; the model input
 (160x120) is copied there only while someone watches it, at most ``model_fps``. Encoding and
 everything else happens in the web thread, which reads the newest values without locks.
+
+While someone watches, the hook also applies the live view's rate cap (a token bucket at
+``video_fps``): a frame that passes becomes :attr:`LiveFeed.shown` and wakes the web thread
+once (``notify``); the others are skipped for good without waking it. So the web thread wakes
+once per frame it sends, never per camera frame.
 """
 
 from __future__ import annotations
@@ -50,17 +55,24 @@ class ModelView:
 class LiveFeed:
     """Step hook feeding the live view and the telemetry (see the module docstring)."""
 
-    def __init__(self, loop: "DriveLoop", *, model_fps: float = 5.0) -> None:
+    def __init__(self, loop: "DriveLoop", *, model_fps: float = 5.0, video_fps: float = 15.0) -> None:
         self.loop = loop
         self.model_period_s = 1.0 / model_fps
-        self.frame: LiveFrame | None = None
+        self.video_fps = video_fps
+        self.frame: LiveFrame | None = None  # the newest decided frame (telemetry)
+        self.shown: LiveFrame | None = None  # the newest frame within the live view's rate cap
         self.model_view: ModelView | None = None
-        self.model_viewers = 0  # set by the web thread; the hook copies the model input only if > 0
-        self.notify: Any = None  # set by the web thread while someone watches: called per frame
+        # Set by the web thread: the hook copies the model input only while model_viewers > 0
+        # and runs the camera rate cap only while camera_viewers > 0.
+        self.model_viewers = 0
+        self.camera_viewers = 0
+        self.notify: Any = None  # set by the web thread while someone watches: wakes it
         self.last_write: tuple[float, float, str] | None = None  # (angle, throttle, event)
         self._ages_ms = np.zeros(AGE_RING)
         self._age_count = 0
         self._last_model_s = -1e9
+        self._tokens = 1.0
+        self._tokens_at_s = 0.0
 
     def __call__(self, result: "StepResult | None", w: "DutyWrite", state: "State") -> None:
         ctx = w.context
@@ -73,16 +85,28 @@ class LiveFeed:
             return
         frame, d = result.frame, result.decision
         self.last_write = (w.angle, w.throttle, "")
-        self.frame = LiveFrame(frame.seq, frame.t_capture_s, frame.images[0], d.action_index,
-                               d.steering_deg, d.speed_mps, w.angle, w.throttle, state.value)
-        if self.model_viewers > 0:
-            t = now_s()
-            if t - self._last_model_s >= self.model_period_s:
-                self._last_model_s = t
-                self.model_view = ModelView(frame.seq, frame.t_capture_s,
-                                            self.loop.pipeline.model_input())
+        live = self.frame = LiveFrame(frame.seq, frame.t_capture_s, frame.images[0], d.action_index,
+                                      d.steering_deg, d.speed_mps, w.angle, w.throttle, state.value)
         notify = self.notify
-        if notify is not None:
+        if notify is None:
+            return
+        t = now_s()
+        wake = False
+        if self.camera_viewers > 0:
+            # Token bucket: on average at most video_fps; a frame is shown as it arrives
+            # (fresh) or skipped for good, never late. 0.9: camera jitter must not halve the rate.
+            self._tokens = min(1.0, self._tokens + (t - self._tokens_at_s) * self.video_fps)
+            self._tokens_at_s = t
+            if self._tokens >= 0.9:
+                self._tokens -= 1.0
+                self.shown = live
+                wake = True
+        if self.model_viewers > 0 and t - self._last_model_s >= self.model_period_s:
+            self._last_model_s = t
+            self.model_view = ModelView(frame.seq, frame.t_capture_s,
+                                        self.loop.pipeline.model_input())
+            wake = True
+        if wake:
             notify()  # call_soon_threadsafe: a deque append and a byte on a socket
 
     def frame_age_ms(self) -> dict[str, float] | None:

@@ -14,7 +14,9 @@ Rules enforced here (see docs/web.md for the API table):
   for it alone (409 for others); any logged-in client may STOP; taking control stops the car;
 - the deadman: the controller's WebSocket heartbeats (or ``POST /api/heartbeat``) feed
   ``loop.heartbeat()``; when the controller's socket closes the car stops at once;
-- bounded everything: sessions, sockets, viewers, message sizes and rates, upload size.
+- bounded everything: sessions, sockets, viewers, message sizes and rates, upload size,
+  downloads of recorded runs (:mod:`car_runtime.web.runs`: streamed, two at a time);
+- no error carries a traceback or, when unexpected, any detail (that goes to the log).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -46,6 +48,7 @@ from car_runtime.web.auth import (
     COOKIE_NAME, SESSION_IDLE_S, LoginLimiter, PasswordFile, Session, Sessions, csrf_ok)
 from car_runtime.web.live import LiveFeed, encode_jpeg
 from car_runtime.web.models import MAX_UPLOAD_BYTES, ModelStore, Upload, WebError
+from car_runtime.web.runs import MAX_DOWNLOADS, OFF_MESSAGE, RunStore, run_json
 from car_runtime.web.telemetry import SystemFacts
 
 if TYPE_CHECKING:
@@ -153,7 +156,8 @@ class Cockpit:
         self.store = ModelStore(cfg.models_dir, extra_dirs=extra_model_dirs,
                                 max_upload_bytes=max_upload_bytes)
         self.system = system or SystemFacts(disk_paths={"models": cfg.models_dir, "root": "/"})
-        self.feed = LiveFeed(self.loop, model_fps=MODEL_VIEW_FPS)
+        self.feed = LiveFeed(self.loop, model_fps=min(MODEL_VIEW_FPS, cfg.web_video_fps or MODEL_VIEW_FPS),
+                             video_fps=cfg.web_video_fps)
         self.deadman_s = cfg.web_deadman_ms / 1e3 if cfg.web_deadman_ms > 0 else None
         self.video_period_s = 1.0 / cfg.web_video_fps if cfg.web_video_fps > 0 else None
         self.controller: Client | None = None
@@ -170,14 +174,22 @@ class Cockpit:
         self._tick: asyncio.Event | None = None
         self._telemetry_json = "{}"
         self._system_facts: dict[str, Any] = {}
-        self._full_status: dict[str, Any] = {}
-        self._system_at_s = -1e9
+        self._slow_status = "{}"
+        self._slow_rest = '{"frame_age_ms":null,"system":{}}'
+        self._slow_at_s = -1e9
         self._background: list[asyncio.Task] = []
         self._streams: set[asyncio.Task] = set()
         self._watchers = 0
         self._frame_tick: asyncio.Event | None = None
+        self._calibration_wanted: asyncio.Event | None = None
         self._blocking = ThreadPoolExecutor(4, "web-blocking", initializer=block_async_signals)
-        self._archive_worker = ThreadPoolExecutor(1, "web-archives", initializer=_background_thread)
+        self._archive_worker = ThreadPoolExecutor(1, "web-archives", initializer=functools.partial(
+            _background_thread, "car-web-files"))
+        self.runs = RunStore(cfg.record_dir)
+        self._runs_worker = ThreadPoolExecutor(MAX_DOWNLOADS + 1, "web-runs", initializer=functools.partial(
+            _background_thread, "car-web-runs"))
+        self._login_worker = ThreadPoolExecutor(1, "web-login", initializer=functools.partial(
+            _background_thread, "car-web-login"))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -227,6 +239,8 @@ class Cockpit:
             self._thread.join(5.0)
         self._blocking.shutdown(wait=False, cancel_futures=True)
         self._archive_worker.shutdown(wait=False, cancel_futures=True)
+        self._runs_worker.shutdown(wait=False, cancel_futures=True)
+        self._login_worker.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> "Cockpit":
         return self
@@ -266,6 +280,7 @@ class Cockpit:
     async def _startup(self) -> None:
         self._tick = asyncio.Event()
         self._frame_tick = asyncio.Event()
+        self._calibration_wanted = asyncio.Event()
         app = self.make_app()
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=1.0)
@@ -316,6 +331,9 @@ class Cockpit:
         r.add_post("/api/calibration/pulse", self.calibration_pulse)
         r.add_post("/api/calibration/end", self.calibration_end)
         r.add_get("/api/live.mjpg", self.live)
+        r.add_get("/api/runs", self.runs_list)
+        r.add_get("/api/runs/download", self.run_download)
+        r.add_post("/api/runs/delete", self.run_delete)
         r.add_get("/api/ws", self.websocket)
         return app
 
@@ -342,11 +360,14 @@ class Cockpit:
             return _error(_status_of(exc), str(exc))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except web.HTTPException:
+        except web.HTTPException as exc:  # aiohttp's own refusals (body too large, not a WebSocket)
+            if request.path.startswith("/api/") and exc.status >= 400:
+                text = (exc.text or "").strip() if exc.text != f"{exc.status}: {exc.reason}" else ""
+                return _error(exc.status, (text.splitlines() or [exc.reason])[0])
             raise
-        except Exception as exc:
+        except Exception:  # details (paths, values) go to the car's log, not to the client
             log.exception("web request %s %s failed", request.method, request.path)
-            return _error(500, f"internal error ({type(exc).__name__}: {exc}); the car is unaffected")
+            return _error(500, "internal error (details in the car's log); the car is unaffected")
 
     def _refuse(self, request: web.Request, handler: Callable) -> web.Response | None:
         if not getattr(handler, "auth", True):
@@ -408,14 +429,30 @@ class Cockpit:
         if wait_s > 0:
             return _error(429, f"too many login attempts; wait {math.ceil(wait_s)} s",
                           headers={"Retry-After": str(math.ceil(wait_s))})
-        body = await _json(request)
-        password = body.get("password")
-        if not isinstance(password, str) or not password or len(password) > 1024:
-            raise WebError(400, 'send {"password": "..."}')
-        record = self.password.current()
-        ok = await self._blocking_call(record.verify, password)
+        # Counted as a failure before any await: concurrent guesses cannot all slip past the
+        # limit while the first ones are being checked. Forgiven if it was not a wrong password.
+        self.limiter.failed(peer)
+        ok = False
+        guessed = False
+        try:
+            body = await _json(request)
+            password = body.get("password")
+            if not isinstance(password, str) or not password or len(password) > 1024:
+                raise WebError(400, 'send {"password": "..."}')
+            try:
+                record = self.password.current()
+            except ConfigError as exc:  # its path and state are for the car's log only
+                log.error("web login refused: %s", exc)
+                raise WebError(503, "the cockpit's password file is missing or unreadable; set "
+                                    "it on the car: sudo car-runtime web-password") from None
+            guessed = True
+            # scrypt on its own low-priority thread: a login flood never delays STOP or arming
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._login_worker, record.verify, password)
+        finally:
+            if ok or not guessed:
+                self.limiter.forgive(peer)
         if not ok:
-            self.limiter.failed(peer)
             log.warning("web login failed from %s", peer)
             return _error(401, "wrong password")
         session = self.sessions.open(record, peer)
@@ -453,7 +490,7 @@ class Cockpit:
     # -- driving ----------------------------------------------------------------------------------
     @endpoint()
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._telemetry(request[CLIENT]), dumps=_dumps)
+        return web.Response(text=self._telemetry_text(request[CLIENT]), content_type="application/json")
 
     @endpoint()
     async def take_control(self, request: web.Request) -> web.Response:
@@ -482,7 +519,9 @@ class Cockpit:
 
     @endpoint()
     async def stop(self, request: web.Request) -> web.Response:
-        # Any logged-in client may stop the car.
+        # Any logged-in client may stop the car. Posted here at once (a non-blocking call), so a
+        # STOP never queues behind busy worker threads; the wait for neutral runs in one.
+        self.controls.stop()
         ok, message = await self._blocking_call(functools.partial(self.controls.stop, wait_s=ARM_WAIT_S))
         return web.json_response({"ok": ok, "message": message, "state": self.loop.state.value},
                                  status=200 if ok else 503)
@@ -497,6 +536,8 @@ class Cockpit:
 
     @endpoint(control=True)
     async def heartbeat(self, request: web.Request) -> web.Response:
+        if len(self._heartbeat_stamps) > 2 * MAX_SOCKETS:  # bounded: sessions come and go
+            self._heartbeat_stamps.clear()
         if not _within_rate(self._heartbeat_stamps.setdefault(request[CLIENT].token, []),
                             MAX_HEARTBEATS_PER_S):
             return _error(429, f"more than {MAX_HEARTBEATS_PER_S} heartbeats per second; "
@@ -620,6 +661,98 @@ class Cockpit:
         await self._on_archive_worker(self.store.delete, entry)
         return web.json_response({"ok": True, "message": f"{entry.name} deleted"})
 
+    # -- recorded runs ---------------------------------------------------------------------------------
+    async def _on_runs_worker(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._runs_worker, fn, *args)
+
+    def _recorder(self) -> dict[str, Any] | None:
+        """The flight recorder's facts when it records into the listed folder (else None)."""
+        facts = self.controls.fact("recording")
+        root = self.runs.root
+        if not isinstance(facts, dict) or root is None:
+            return None
+        with contextlib.suppress(OSError, TypeError):
+            if os.path.samefile(str(facts.get("dir")), root):
+                return facts
+        return None
+
+    def _recording_now(self) -> str | None:
+        facts = self._recorder()
+        return facts.get("session") if facts and facts.get("state") == "recording" else None
+
+    def _runs_listing(self) -> dict[str, Any]:
+        if self.runs.root is None:
+            return {"ok": True, "dir": None, "runs": [], "message": OFF_MESSAGE}
+        recorder = self._recorder()
+        now = self._recording_now()
+        sessions = sorted(self.runs.list(), key=lambda s: s.name != now)  # (stable) recording first
+        return {"ok": True, "dir": str(self.runs.root),
+                "recorder": None if recorder is None else {
+                    k: recorder.get(k) for k in ("state", "session", "frames", "dropped", "error",
+                                                 "free_mb")},
+                "total_bytes": sum(s.size_bytes for s in sessions),
+                "runs": [run_json(s, recording=s.name == now, downloading=self.runs.downloading(s.name),
+                                  live=recorder if s.name == now else None)
+                         for s in sessions]}
+
+    @endpoint()
+    async def runs_list(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._on_runs_worker(self._runs_listing), dumps=_dumps)
+
+    def _plan_download(self, name: Any) -> Any:
+        info = self.runs.find(name)
+        if info.name == self._recording_now():
+            raise WebError(409, f"{info.name} is being recorded; it closes 15 s after the car "
+                                "stops driving: download it then")
+        plan = self.runs.plan(info)
+        self.runs.begin_download(info)
+        return plan
+
+    @endpoint()
+    async def run_download(self, request: web.Request) -> web.StreamResponse:
+        plan = await self._on_runs_worker(self._plan_download, request.query.get("name"))
+        chunks = self.runs.chunks(plan)
+        resp = web.StreamResponse(headers={
+            "Content-Type": "application/x-tar", "Content-Length": str(plan.size_bytes),
+            "Content-Disposition": f'attachment; filename="{plan.filename}"'})
+        sent = 0
+        try:
+            await resp.prepare(request)
+            while True:  # one chunk at a time: read in a low-priority thread, written here
+                chunk = await self._on_runs_worker(next, chunks, None)
+                if chunk is None:
+                    break
+                await resp.write(chunk)
+                sent += len(chunk)
+            await resp.write_eof()
+            log.info("recorded run %s downloaded by %s (%.1f MB)", plan.info.name, request.remote,
+                     sent / 1e6)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client went away
+        except OSError as exc:  # a file changed under us: the client sees a short download
+            log.warning("download of %s cut off: %s", plan.info.name, exc)
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            with contextlib.suppress(ValueError):  # (still running in a worker: GC closes it)
+                chunks.close()
+            self.runs.end_download(plan.info)
+        return resp
+
+    def _delete_run(self, name: Any) -> str:
+        info = self.runs.find(name)
+        if info.name == self._recording_now():
+            raise WebError(409, f"{info.name} is being recorded; it closes 15 s after the car "
+                                "stops driving: delete it then")
+        self.runs.delete(info)
+        return info.name
+
+    @endpoint(control=True)
+    async def run_delete(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        name = await self._on_runs_worker(self._delete_run, body.get("name"))
+        return web.json_response({"ok": True, "message": f"{name} deleted"})
+
     # -- calibration ----------------------------------------------------------------------------------
     @endpoint()
     async def calibration(self, request: web.Request) -> web.Response:
@@ -638,6 +771,8 @@ class Cockpit:
     @endpoint(control=True)
     async def calibration_begin(self, request: web.Request) -> web.Response:
         await self._blocking_call(self.controls.begin_calibration)
+        assert self._calibration_wanted is not None
+        self._calibration_wanted.set()  # the pulse-holding task starts at once
         return web.json_response(self._calibration_json())
 
     @endpoint(control=True)
@@ -681,12 +816,16 @@ class Cockpit:
         deadline_s = self.loop.actuator.deadline_s or 0.1
         period_s = min(0.04, deadline_s / 3)
         max_age_s = self.deadman_s or CALIBRATION_HEARTBEAT_S
+        assert self._calibration_wanted is not None
         while True:
             if self.loop.calibrating:
                 self.controls.hold_calibration(max_age_s)
                 await asyncio.sleep(period_s)
-            else:
-                await asyncio.sleep(0.1)
+            else:  # no wake-ups while nobody calibrates (begin sets the event)
+                self._calibration_wanted.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._calibration_wanted.wait(), 5.0)
+                await asyncio.sleep(0)
 
     # -- live view --------------------------------------------------------------------------------
     @endpoint()
@@ -703,65 +842,47 @@ class Cockpit:
             "Content-Type": f"multipart/x-mixed-replace; boundary={boundary}",
             "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         self.viewers += 1
-        if view == "model":
-            self.feed.model_viewers += 1
-        self._watch(+1)
+        self._count_viewer(view, +1)
         me = asyncio.current_task()
         if me is not None:
             self._streams.add(me)
         try:
             await resp.prepare(request)
-            fps = 1 / self.video_period_s if view == "camera" else min(1 / self.video_period_s,
-                                                                         MODEL_VIEW_FPS)
-            # Token bucket: the average never exceeds fps; a frame is sent as it arrives (fresh)
-            # or skipped for good, never sent late.
-            tokens, t_last = 1.0, now_s()
+            # The step hook applies the rate cap (LiveFeed.shown, model_view) and wakes us only
+            # for a frame to send; and the telemetry task every 0.2 s, so a gone client is noticed
+            # even without frames.
             last_seq = 0
             while True:
                 frame_tick = self._frame_tick
                 assert frame_tick is not None
-                await frame_tick.wait()  # each frame; and every 0.2 s from the telemetry task
+                await frame_tick.wait()
                 if request.transport is None or request.transport.is_closing():
                     break
-                item = self.feed.frame if view == "camera" else self.feed.model_view
+                item = self.feed.shown if view == "camera" else self.feed.model_view
                 if item is None or item.seq == last_seq:
                     continue
                 last_seq = item.seq
-                t = now_s()
-                tokens, t_last = min(1.0, tokens + (t - t_last) * fps), t
-                if tokens < 0.9:
-                    continue
-                tokens -= 1.0
                 if view == "camera":
                     image = item.image
                     jpeg = (image if isinstance(image, bytes) and image[:2] == b"\xff\xd8"
                             else await self._blocking_call(encode_jpeg, image))
                 else:
                     jpeg = await self._blocking_call(encode_jpeg, item.pixels)
-                t = now_s()
-                headers = (f"--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
-                           f"X-Frame-Seq: {item.seq}\r\n"
-                           f"X-Frame-Age-Ms: {(t - item.t_capture_s) * 1e3:.1f}\r\n"
-                           f"X-Capture-Epoch-Ms: {(time.time() - (t - item.t_capture_s)) * 1e3:.1f}\r\n")
-                if view == "camera":
-                    headers += (f"X-Action: {'' if item.action is None else item.action}\r\n"
-                                f"X-Steering-Deg: {item.steering_deg:.2f}\r\n"
-                                f"X-Speed-Mps: {item.speed_mps:.3f}\r\n"
-                                f"X-Angle: {item.angle:.3f}\r\nX-Throttle: {item.throttle:.3f}\r\n"
-                                f"X-State: {item.state}\r\n")
-                await resp.write(headers.encode("ascii") + b"\r\n" + jpeg + b"\r\n")
+                await resp.write(_mjpeg_part(boundary, item, jpeg, camera=view == "camera"))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.viewers -= 1
-            if view == "model":
-                self.feed.model_viewers -= 1
+            self._count_viewer(view, -1)
             self._streams.discard(me)  # type: ignore[arg-type]
-            self._watch(-1)
         return resp
 
-    def _watch(self, delta: int) -> None:
-        """Count live viewers; the step hook wakes us per frame only while there are some."""
+    def _count_viewer(self, view: str, delta: int) -> None:
+        """Count live viewers; the step hook wakes us only while there are some."""
+        if view == "model":
+            self.feed.model_viewers += delta
+        else:
+            self.feed.camera_viewers += delta
         self._watchers += delta
         aio = asyncio.get_running_loop()
         self.feed.notify = (functools.partial(aio.call_soon_threadsafe, self._new_frame)
@@ -779,8 +900,10 @@ class Cockpit:
             raise WebError(403, "cross-site WebSocket refused")
         if len(self.sockets) >= MAX_SOCKETS:
             raise WebError(503, f"at most {MAX_SOCKETS} pages at a time; close one")
+        # No permessage-deflate: telemetry is a few kB a few times a second on a local link;
+        # compressing it (and inflating every heartbeat) would cost the car's CPU for nothing.
         ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE_BYTES, heartbeat=None,
-                                   autoping=True)
+                                   autoping=True, compress=False)
         await ws.prepare(request)
         sock = Socket(ws, request[CLIENT])
         self.sockets.append(sock)
@@ -824,7 +947,7 @@ class Cockpit:
             if not self.sockets:
                 continue
             try:
-                self._telemetry_json = _dumps(self._telemetry(None))
+                self._telemetry_json = self._telemetry_text(None)
             except Exception:
                 log.exception("telemetry failed")
                 continue
@@ -832,41 +955,64 @@ class Cockpit:
             assert tick is not None
             tick.set()
 
-    def _telemetry(self, client: Client | None) -> dict[str, Any]:
+    def _telemetry_text(self, client: Client | None) -> str:
+        """The telemetry message as JSON text (``you_control`` added for ``client``).
+
+        The slow part -- the full status (stage percentiles over thousands of samples, facts),
+        system facts, frame-age percentiles -- is built and serialized once a second (at every
+        call for ``/api/status``); the fast-changing fields at every tick, spliced in as text."""
         t = now_s()
-        if t - self._system_at_s >= SYSTEM_PERIOD_S or client is not None:
-            # the full status (stage percentiles over thousands of samples) once a second;
-            # the fast-changing fields every tick
-            self._system_facts = self.system.sample() if client is None else self._system_facts
-            self._full_status = self.controls.status()
-            self._system_at_s = t
-        loop = self.loop
-        s = {**self._full_status, "state": loop.state.value, "fps": round(loop.rate.fps(), 2),
-             "frames": loop.stats.frames, "driven": loop.stats.driven, "stale": loop.stats.stale,
-             "skipped": loop.stats.skipped, "calibrating": loop.calibrating,
-             "deadman_trips": loop.deadman_trips, "model": self.controls.model.name,
-             "max_speed_pct": loop.max_speed_pct, "armed_requested": self.controls.want_armed,
-             "loading": None if self.controls.loading is None else {
-                 "name": self.controls.loading.name, "phase": self.controls.loading.phase,
-                 "elapsed_s": round(t - self.controls.loading.started_s, 2)}}
+        if client is not None or t - self._slow_at_s >= SYSTEM_PERIOD_S:
+            if client is None:  # CPU % is over the time between samples: the ticker's alone
+                self._system_facts = self.system.sample()
+            full = self.controls.status()
+            for key in _FAST_STATUS_KEYS:
+                full.pop(key, None)
+            self._slow_status = _dumps(full)
+            self._slow_rest = _dumps({"frame_age_ms": self.feed.frame_age_ms(),
+                                      "system": self._system_facts})
+            self._slow_at_s = t
+        loop, controls = self.loop, self.controls
+        loading = controls.loading
+        stats = loop.stats
+        fast = {"state": loop.state.value, "fps": round(loop.rate.fps(), 2), "frames": stats.frames,
+                "driven": stats.driven, "stale": stats.stale, "skipped": stats.skipped,
+                "calibrating": loop.calibrating, "deadman_trips": loop.deadman_trips,
+                "model": controls.model.name, "max_speed_pct": loop.max_speed_pct,
+                "armed_requested": controls.want_armed,
+                "loading": None if loading is None else {
+                    "name": loading.name, "phase": loading.phase,
+                    "elapsed_s": round(t - loading.started_s, 2)}}
         frame = self.feed.frame
-        hb_age = self.loop.heartbeat_age_s()
-        out = {
-            "t": "telemetry",
-            "status": s,
-            "frame_age_ms": self.feed.frame_age_ms(),
-            "live": None if frame is None else {
-                "seq": frame.seq, "action": frame.action, "steering_deg": frame.steering_deg,
-                "speed_mps": frame.speed_mps, "angle": frame.angle, "throttle": frame.throttle,
-                "age_ms": round((t - frame.t_capture_s) * 1e3, 1)},
-            "system": self._system_facts,
-            "web": {"controlled": self._controller_active(), "pages": len(self.sockets),
-                    "viewers": self.viewers, "heartbeat_age_ms": round(hb_age * 1e3) if math.isfinite(hb_age) else None,
-                    "last_load": self.last_load, **self._static_facts()},
-        }
+        hb_age = loop.heartbeat_age_s()
+        live = None if frame is None else {
+            "seq": frame.seq, "action": frame.action, "steering_deg": frame.steering_deg,
+            "speed_mps": frame.speed_mps, "angle": frame.angle, "throttle": frame.throttle,
+            "age_ms": round((t - frame.t_capture_s) * 1e3, 1)}
+        web_facts = {"controlled": self._controller_active(), "pages": len(self.sockets),
+                     "viewers": self.viewers,
+                     "heartbeat_age_ms": round(hb_age * 1e3) if math.isfinite(hb_age) else None,
+                     "last_load": self.last_load, **self._static_facts()}
+        parts = ['{"t":"telemetry","status":', _join_objects(_dumps(fast), self._slow_status),
+                 ',"live":', _dumps(live), ",", self._slow_rest[1:-1], ',"web":', _dumps(web_facts)]
         if client is not None:
-            out["you_control"] = self._is_controller(client)
-        return out
+            parts += [',"you_control":', json.dumps(self._is_controller(client))]
+        parts.append("}")
+        return "".join(parts)
+
+
+#: Status fields the telemetry refreshes at every tick (the rest once a second).
+_FAST_STATUS_KEYS = ("state", "fps", "frames", "driven", "stale", "skipped", "calibrating",
+                     "deadman_trips", "model", "max_speed_pct", "armed_requested", "loading")
+
+
+def _join_objects(a: str, b: str) -> str:
+    """Two serialized JSON objects with distinct keys as one."""
+    if a == "{}":
+        return b
+    if b == "{}":
+        return a
+    return a[:-1] + "," + b[1:]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -898,10 +1044,10 @@ def _name_thread(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
-def _background_thread() -> None:
-    """Archive checks and listings: lower CPU priority than the drive loop, no signals."""
+def _background_thread(name: str) -> None:
+    """Archive checks, listings, downloads: lower CPU priority than the drive loop, no signals."""
     block_async_signals()
-    _name_thread("car-web-files")
+    _name_thread(name)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
@@ -915,6 +1061,21 @@ def _within_rate(stamps: list[float], per_s: int) -> bool:
         return False
     stamps.append(t)
     return True
+
+
+def _mjpeg_part(boundary: str, item: Any, jpeg: bytes, *, camera: bool) -> bytes:
+    """One multipart/x-mixed-replace part: headers (frame, age, overlay values) and the JPEG."""
+    t = now_s()
+    age_s = t - item.t_capture_s
+    head = (f"--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+            f"X-Frame-Seq: {item.seq}\r\nX-Frame-Age-Ms: {age_s * 1e3:.1f}\r\n"
+            f"X-Capture-Epoch-Ms: {(time.time() - age_s) * 1e3:.1f}\r\n")
+    if camera:
+        head += (f"X-Action: {'' if item.action is None else item.action}\r\n"
+                 f"X-Steering-Deg: {item.steering_deg:.2f}\r\nX-Speed-Mps: {item.speed_mps:.3f}\r\n"
+                 f"X-Angle: {item.angle:.3f}\r\nX-Throttle: {item.throttle:.3f}\r\n"
+                 f"X-State: {item.state}\r\n")
+    return b"".join((head.encode("ascii"), b"\r\n", jpeg, b"\r\n"))
 
 
 def _client_id(request: web.Request) -> str:
@@ -943,6 +1104,8 @@ async def _json(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise WebError(400, f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise WebError(400, "malformed JSON (nested too deeply)") from None
     if not isinstance(body, dict):
         raise WebError(400, "send a JSON object")
     return body

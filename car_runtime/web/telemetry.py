@@ -30,6 +30,11 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+#: How often the thermal zones, CPU frequency files and batteries are looked for again (a
+#: sample only reads the files found: globbing /sys every second costs more than reading).
+DISCOVER_S = 30.0
+
+
 class SystemFacts:
     """``sample()`` -> dict of CPU %, temperature, frequency, memory, disk, battery.
 
@@ -45,8 +50,30 @@ class SystemFacts:
         self.disk_paths = dict(disk_paths or {"root": "/"})
         self._last_cpu: tuple[int, int] | None = None  # (busy, total) jiffies
         self._last_proc: tuple[float, float] | None = None  # (process cpu s, wall s)
+        self._found_at_s = -float("inf")
+        self._zones: list[tuple[bool, Path]] = []  # (CPU-like, temp file)
+        self._freq_files: list[Path] = []
+        self._batteries: list[Path] = []  # capacity files of supplies of type Battery
+
+    def _discover(self) -> None:
+        t = now_s()
+        if t - self._found_at_s < DISCOVER_S:
+            return
+        self._found_at_s = t
+        zones = []
+        for z in sorted((self.sys / "class" / "thermal").glob("thermal_zone*")):
+            kind = (_read(z / "type") or "").strip().lower()
+            zones.append((any(k in kind for k in ("cpu", "x86_pkg", "soc", "core", "acpitz")),
+                          z / "temp"))
+        self._zones = zones
+        self._freq_files = sorted((self.sys / "devices" / "system" / "cpu").glob(
+            "cpu[0-9]*/cpufreq/scaling_cur_freq"))
+        self._batteries = [supply / "capacity" for supply in sorted(
+            (self.sys / "class" / "power_supply").glob("*"))
+            if (_read(supply / "type") or "").strip() == "Battery"]
 
     def sample(self) -> dict[str, Any]:
+        self._discover()
         return {
             "cpu_pct": self._cpu_pct(),
             "process_cpu_pct": self._process_cpu_pct(),
@@ -82,21 +109,16 @@ class SystemFacts:
 
     def _temperature_c(self) -> float | None:
         """The hottest CPU-like thermal zone (all zones if none is named like a CPU)."""
-        zones = sorted((self.sys / "class" / "thermal").glob("thermal_zone*"))
         readings: list[tuple[bool, float]] = []
-        for z in zones:
-            milli = _read_int(z / "temp")
-            if milli is None:
-                continue
-            kind = (_read(z / "type") or "").strip().lower()
-            is_cpu = any(k in kind for k in ("cpu", "x86_pkg", "soc", "core", "acpitz"))
-            readings.append((is_cpu, milli / 1000.0))
+        for is_cpu, temp in self._zones:
+            milli = _read_int(temp)
+            if milli is not None:
+                readings.append((is_cpu, milli / 1000.0))
         cpu = [t for is_cpu, t in readings if is_cpu] or [t for _, t in readings]
         return round(max(cpu), 1) if cpu else None
 
     def _freq_mhz(self) -> float | None:
-        freqs = [_read_int(p) for p in (self.sys / "devices" / "system" / "cpu").glob(
-            "cpu[0-9]*/cpufreq/scaling_cur_freq")]
+        freqs = [_read_int(p) for p in self._freq_files]
         khz = [f for f in freqs if f]
         return round(sum(khz) / len(khz) / 1000.0) if khz else None
 
@@ -128,10 +150,8 @@ class SystemFacts:
         return round(st.f_bavail * st.f_frsize / 2**20, 1)
 
     def _battery_pct(self) -> float | None:
-        for supply in sorted((self.sys / "class" / "power_supply").glob("*")):
-            if (_read(supply / "type") or "").strip() != "Battery":
-                continue
-            capacity = _read_int(supply / "capacity")
+        for capacity_file in self._batteries:
+            capacity = _read_int(capacity_file)
             if capacity is not None:
                 return float(capacity)
         return None

@@ -123,7 +123,8 @@ def test_every_command_says_which_max_speed_is_in_force(demo_model, footage_seq_
     armed = cli("run", "--model", demo_model, "--camera", footage_seq_dir, "--fps", 200,
                 "--output", f"record:{tmp_path / 'a.jsonl'}", "--calibration", CALIBRATION,
                 "--status-interval", 0, "--arm", "--max-speed-pct", 30)
-    assert "ARMED, max speed 30 %, deadline" in armed.stdout and "to drive" not in armed.stdout
+    assert "max speed 30 %, deadline" in armed.stdout and "ARMED: the car drives" in armed.stdout
+    assert "to drive" not in armed.stdout
 
     replay = cli("replay", "--model", demo_model, footage_seq_dir, "--end", 3)
     assert "max speed 100 % (replay's default, the model's full speed" in replay.stdout

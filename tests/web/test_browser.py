@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from car_runtime.actuation.calibration import Calibration
 from car_runtime.actuation.recorder import read_records
 from car_runtime.control.actions import ActionMapper
 from car_runtime.model.archive import open_model
-from helpers import car_runtime_cmd
+from helpers import car_runtime_cmd, mcap_records
 from webclient import PASSWORD, tar_gz
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -123,9 +124,11 @@ def car_process(tmp_path, demo_model, footage_seq_dir, password_file):
                    f"deadline_ms: {DEADLINE_MS}\ncalibration: {tmp_path / 'calibration.json'}\n")
     folder = looped_footage(footage_seq_dir, tmp_path / "footage", 4000)
     rec = tmp_path / "rec.jsonl"
+    runs = tmp_path / "runs"
     log = open(tmp_path / "car.log", "w")
     p = subprocess.Popen([*car_runtime_cmd(), "run", "--config", str(cfg), "--model", str(demo_model),
                           "--camera", str(folder), "--fps", "15", "--output", f"record:{rec}",
+                          "--record", str(runs),
                           "--web", f"127.0.0.1:{port}", "--web-password-file", str(password_file),
                           "--status-interval", "0"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -136,7 +139,7 @@ def car_process(tmp_path, demo_model, footage_seq_dir, password_file):
             break
         except OSError:
             time.sleep(0.1)
-    yield url, Record(rec), models, p
+    yield url, Record(rec), models, p, runs
     p.send_signal(signal.SIGINT)
     try:
         p.wait(20)
@@ -166,7 +169,7 @@ def open_page(pw, url: str):
 
 
 def test_race_day_in_a_real_browser(car_process, tiny_model, tmp_path, shots, demo_model):
-    url, record, models, proc = car_process
+    url, record, models, proc, runs = car_process
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
@@ -245,6 +248,33 @@ def test_race_day_in_a_real_browser(car_process, tiny_model, tmp_path, shots, de
         page.wait_for_selector("#status-table td:has-text('deadline misses')")
         page.wait_for_selector("#state:not(.calibrating)")
         page.screenshot(path=str(shots / "5-status.png"), full_page=True)
+
+        # Runs: the flight recorder's sessions; the demo model's closed when tiny-3 was loaded
+        page.click("nav a[data-tab=runs]")
+        page.wait_for_selector("#run-list .run")
+        demo_run = next(p.name for p in runs.iterdir() if p.name.startswith(demo_model.name.split(".")[0]))
+        card = f".run[data-run='{demo_run}']"
+        page.wait_for_selector(f"{card}:not(.recording):not(.torn) a:has-text('Download')")
+        tiny_run = next(p.name for p in runs.iterdir() if p.name.startswith("tiny-3"))
+        assert page.inner_text(f".run[data-run='{tiny_run}']")  # listed (recording, or closed)
+        assert "runs in" in page.inner_text("#runs-info")
+        page.screenshot(path=str(shots / "6-runs.png"))
+        with page.expect_download() as download_info:
+            page.click(f"{card} a:has-text('Download')")
+        download = download_info.value
+        assert download.suggested_filename == f"{demo_run}.tar"
+        got = tmp_path / "got"
+        with tarfile.open(download.path()) as tar:
+            tar.extractall(got, filter="data")
+        for f in (runs / demo_run).iterdir():
+            assert (got / demo_run / f.name).read_bytes() == f.read_bytes()
+        mcap_file = f"{demo_run}/{demo_run}.mcap"
+        assert mcap_records(got / mcap_file) == mcap_records(runs / mcap_file)  # independent reader
+        page.once("dialog", lambda d: d.accept())
+        page.click(f"{card} button:has-text('Delete')")
+        page.wait_for_selector("#runs-msg.good")
+        page.wait_for_selector(card, state="detached")
+        assert not (runs / demo_run).exists() and (runs / tiny_run).is_dir()
         page.click("nav a[data-tab=drive]")
 
         # STOP -> neutral

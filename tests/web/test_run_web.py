@@ -72,6 +72,8 @@ def test_arm_true_with_the_deadman_waits_for_the_page(tmp_path, demo_model, foot
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
     assert "arm: true ignored" in err, err
+    assert "disarmed: START on the cockpit arms; arm: true is ignored" in out, out
+    assert "ARMED" not in out
     records = read_records(tmp_path / "rec.jsonl")
     assert len(records) > 20 and not driving(records)
 

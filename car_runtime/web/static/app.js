@@ -169,6 +169,10 @@ function onTelemetry(m) {
     if (S.tab === "models") refreshModels();
   }
   if (S.tab === "status") renderStatus(m);
+  const rec = m.status.recording;
+  const recKey = rec ? `${rec.state} ${rec.session} ${rec.sessions}` : "";
+  if (S.tab === "runs" && recKey !== S.recKey) refreshRuns();  // a session opened or closed
+  S.recKey = recKey;
   S.calibrating = calibrating;
   renderCalibrationState();
 }
@@ -378,6 +382,7 @@ function route() {
   if (prev === "calibrate" && S.tab !== "calibrate" && S.calibrating) endCalibration();
   if (S.tab === "models") refreshModels();
   if (S.tab === "calibrate") loadCalibration();
+  if (S.tab === "runs") refreshRuns();
   if (S.tab === "status" && S.telemetry) renderStatus(S.telemetry);
   syncLive();
 }
@@ -452,6 +457,73 @@ $("#upload-form").addEventListener("submit", async (ev) => {
   if (r.ok) $("#upload-file").value = "";
   refreshModels();
 });
+
+// ---------------------------------------------------------------- recorded runs
+function runMeta(run) {
+  const start = run.start_epoch_s ? new Date(run.start_epoch_s * 1000).toLocaleString() : "no start time";
+  const dropped = run.dropped === null ? "? dropped" : `${run.dropped} dropped`;
+  return `${run.model} · ${start} · ${run.duration_s.toFixed(1)} s · ${run.frames} frames · ${dropped} · ${sizeText(run.size_bytes)}`;
+}
+
+async function refreshRuns() {
+  const r = await api("GET", "/api/runs");
+  const list = $("#run-list"), info = $("#runs-info");
+  list.textContent = "";
+  if (!r.ok) { say($("#runs-msg"), r.data.error, "bad"); return; }
+  if (!r.data.dir) { info.textContent = r.data.message; info.className = "warn"; return; }
+  const rec = r.data.recorder;
+  let text = `${r.data.runs.length} run${r.data.runs.length === 1 ? "" : "s"} in ${r.data.dir}, ${sizeText(r.data.total_bytes)}`;
+  if (rec && rec.state === "recording") text += ` · recording ${rec.session} (${rec.frames} frames)`;
+  else if (rec && rec.state === "waiting") text += " · the next run is recorded when the car drives";
+  if (rec && rec.error) text += ` · recorder stopped: ${rec.error}`;
+  info.textContent = text;
+  info.className = rec && rec.error ? "warn" : "muted";
+  if (!r.data.runs.length) { list.innerHTML = '<div class="card muted">No recorded runs yet: they appear here after the car drives.</div>'; return; }
+  for (const run of r.data.runs) {
+    const card = document.createElement("div");
+    card.className = "card run " + run.status;
+    card.dataset.run = run.name;
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = run.name + " ";
+    if (run.status !== "complete") {
+      const t = document.createElement("span");
+      t.className = "tag " + run.status;
+      t.textContent = run.status === "recording" ? "recording now"
+        : run.frames > 0 ? "torn (cut off; replayable)" : "torn (nothing readable)";
+      name.append(t);
+    }
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    if (run.status === "recording") {
+      const wait = document.createElement("span");
+      wait.className = "muted"; wait.textContent = "closes 15 s after the car stops";
+      actions.append(wait);
+    } else {
+      const dl = document.createElement("a");
+      dl.className = "button"; dl.textContent = "Download";
+      dl.href = "/api/runs/download?name=" + encodeURIComponent(run.name);
+      dl.setAttribute("download", run.name + ".tar");
+      const del = document.createElement("button");
+      del.type = "button"; del.textContent = "Delete";
+      del.disabled = !S.youControl || run.downloading;
+      del.addEventListener("click", () => deleteRun(run));
+      actions.append(dl, del);
+    }
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = runMeta(run);
+    card.append(name, meta, actions);
+    list.append(card);
+  }
+}
+
+async function deleteRun(run) {
+  if (!confirm(`Delete the recorded run ${run.name}?`)) return;
+  const r = await api("POST", "/api/runs/delete", { name: run.name });
+  say($("#runs-msg"), r.ok ? r.data.message : r.data.error, r.ok ? "good" : "bad");
+  refreshRuns();
+}
 
 // ---------------------------------------------------------------- calibration
 const MARKS = { servo: ["mid", "left", "right"], motor: ["mid", "forward", "reverse"] };
