@@ -247,6 +247,10 @@ def test_race_day_in_a_real_browser(car_process, tiny_model, tmp_path, shots, de
         page.click("nav a[data-tab=status]")  # leaving the page ends the calibration
         page.wait_for_selector("#status-table td:has-text('deadline misses')")
         page.wait_for_selector("#state:not(.calibrating)")
+        # record: output has no wheels, so no guardian; the recorder reports its sessions
+        page.wait_for_selector("#status-table td:has-text('none (no PWM output')")
+        page.wait_for_selector("#status-table td:has-text('sessions'), "
+                               "#status-table td:has-text('recording ')")
         page.screenshot(path=str(shots / "5-status.png"), full_page=True)
 
         # Runs: the flight recorder's sessions; the demo model's closed when tiny-3 was loaded

@@ -188,6 +188,20 @@ function renderControl() {
   c.append(S.controlled ? "watching " : "", b);
 }
 
+function guardianText(g, trips) {
+  if (!g) return "none (no PWM output: nothing to guard)";
+  if (!g.alive) return `LOST: ${g.failure || "gone"}`;
+  return `pid ${g.pid}, deadline ${g.deadline_ms} ms, ${trips || 0} trips`;
+}
+
+function recordingText(r) {
+  if (!r) return "off (set record_dir)";
+  if (r.error) return `stopped: ${r.error}`;
+  const dropped = r.dropped_total ? `, ${r.dropped_total} dropped` : "";
+  if (r.state === "recording") return `recording ${r.session}: ${r.frames} frames${dropped}`;
+  return `${r.state}, ${r.sessions} sessions${dropped}`;
+}
+
 function renderStatus(m) {
   const st = m.status, sys = m.system || {};
   const stages = st.stages || {};
@@ -205,10 +219,13 @@ function renderStatus(m) {
     ...Object.entries(sys.disk_free_mb || {}).map(([k, v]) => [`free disk: ${k} (MB)`, v]),
     ["battery (%)", sys.battery_pct],
     ["pages / live views", `${m.web.pages} / ${m.web.viewers}`],
+    ["guardian", guardianText(st.guardian, st.guardian_trips)],
+    ["recording", recordingText(st.recording)],
   ];
   const known = new Set(["state", "fps", "frame_age_ms", "frames", "stale", "skipped", "deadline_misses", "clamped",
     "nonfinite", "deadman_ms", "deadman_trips", "hook_errors", "calibrating", "stages", "model", "model_path",
-    "action_space_type", "loading", "max_speed_pct", "armed_requested", "driven", "exit_reason"]);
+    "action_space_type", "loading", "max_speed_pct", "armed_requested", "driven", "exit_reason",
+    "guardian", "guardian_trips", "recording"]);
   for (const [k, v] of Object.entries(st)) if (!known.has(k)) rows.push([k, typeof v === "object" ? JSON.stringify(v) : v]);
   const t = $("#status-table");
   t.textContent = "";
