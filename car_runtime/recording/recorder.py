@@ -6,10 +6,18 @@ Attach it with :func:`attach` (``car-runtime run --record DIR`` / ``record_dir:`
         drive_with_signals(loop)
 
 It sees the car only through :class:`~car_runtime.controls.DriveControls` (a model listener and
-the ``recording`` status facts) and one step hook. The hook runs in the drive-loop thread and
-only copies references into a bounded queue (``put_nowait``); when the writer thread falls
-behind, the hook drops *recording* frames (counted: ``recording_dropped`` in every audit
-message, in ``status()["recording"]`` and in ``metadata.yaml``) -- never a drive frame.
+the ``recording`` status facts), the actuator's write listener and one step hook:
+
+- the **write listener** (:meth:`Actuator.add_write_listener`) sees every write in write order
+  -- the loop's, the watchdog's neutral, the guardian's refusals and losses, calibration pulses,
+  the final close and emergency neutral -- and queues it (a reference, ``put_nowait``);
+- the **step hook** runs in the loop thread right after a loop write and adds what the loop
+  knows about that write (the frame, a copy of the model output, the decision, which model made
+  it) to the queued entry.
+
+Both return at once. When the writer thread falls behind by ``queue_frames`` entries the
+listener drops *recording* entries (counted: ``recording_dropped`` in every audit message, in
+``status()["recording"]`` and in ``metadata.yaml``) -- never a drive frame.
 
 The writer thread applies the session rules (:mod:`.session`), serializes and writes the
 messages (:mod:`.messages`), flushes about once a second (``fsync`` every 5 s), and checks
@@ -18,7 +26,9 @@ or abandons the session, logs one warning, and records nothing more in this run:
 driving.
 
 Session folder: ``DIR/<model-name>-YYYYmmdd-HHMMSS/`` (local time of the first driving
-write), with ``metadata.yaml`` and ``<folder>.mcap`` (or ``.db3``) once closed.
+write), with ``metadata.yaml`` and ``<folder>.mcap`` (or ``.db3``) once closed. A model change
+closes the session: decisions are told apart by the pipeline that made them, so a frame of the
+old model never lands in the new model's session or the other way round.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import queue
 import re
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,23 +69,30 @@ FSYNC_S = 5.0
 FREE_CHECK_S = 1.0
 JPEG_QUALITY = 90  # only for sources that deliver pixels (video files)
 WRITER_NICE = 10  # the writer thread yields the CPU to the drive loop and inference
+#: How long the writer waits for the step hook to complete a loop write's entry (it is called
+#: right after the write; only a write the loop never reports, e.g. one the guardian undid,
+#: waits: until the loop's next write, or this long).
+HOOK_WAIT_S = 1.0
 
 _END = object()
 
 
 @dataclass(slots=True)
 class _Item:
-    """One write, as the hook saw it (references only; ``output`` is a copy)."""
+    """One write (references only; ``output`` is a copy). The write listener creates it; for a
+    loop write the step hook fills in the rest and sets ``ready``."""
 
-    t_s: float  # now_s() at the hook
+    t_s: float  # now_s() when written
     write: "DutyWrite"
-    state: State
-    frame: Any  # Frame or None
-    output: np.ndarray | None
-    decision: Any  # Decision or None
-    max_speed_pct: float
     deadline_misses: int
-    dropped: int  # hook drops so far (all sessions)
+    dropped: int  # entries dropped so far (all sessions)
+    state: State | None = None  # the loop's state (loop writes)
+    frame: Any = None  # Frame or None
+    output: np.ndarray | None = None
+    decision: Any = None  # Decision or None
+    gen: int = 0  # which pipeline (model) the loop ran, 1, 2, ...; 0 = unknown
+    pipeline: Any = None  # weakref to that pipeline
+    ready: threading.Event | None = None  # None: complete as queued
 
 
 @dataclass(slots=True)
@@ -84,11 +102,12 @@ class _ModelChanged:
 
 class _Session:
     def __init__(self, name: str, path: Path, bag: BagWriter, model: "ModelInfo",
-                 dropped_at_open: int, t_open_s: float) -> None:
+                 pipeline: Any, dropped_at_open: int, t_open_s: float) -> None:
         self.name = name
         self.path = path
         self.bag = bag
         self.model = model
+        self.pipeline = pipeline  # weakref to the model's pipeline, or None
         self.dropped_at_open = dropped_at_open
         self.t_open_s = t_open_s
         self.frames = 0
@@ -138,12 +157,24 @@ class FlightRecorder:
         self.flush_s = flush_s
         self.fsync_s = fsync_s
         self._queue: queue.Queue = queue.Queue()
+        self._queue_peak = 0
         self._thread: threading.Thread | None = None
-        self._stopped = False  # read by the hook: recording is off for good
-        self._hook_dropped = 0  # written by the hook only
+        self._stopped = False  # read by the listener: recording is off for good
+        self._dropped = 0  # entries dropped because the writer fell behind
+        self._drop_lock = threading.Lock()  # only taken when dropping
+        # the loop thread's side (listener calls from it, and the step hook):
+        self._loop_tid: int | None = None  # learnt at the hook's first call
+        self._loop_item: _Item | None = None  # its last write, waiting for the hook
+        self._hook_pipeline: Any = None  # weakref to the pipeline of the last hooked write
+        self._gen = 0
+        # the writer thread's side:
         self._rules = session.SessionState()
         self._session: _Session | None = None
         self._model: "ModelInfo" = controls.model
+        self._model_gen: int | None = None  # the pipeline generation self._model runs as
+        self._model_pipeline: Any = None
+        self._retired_gen = 0  # generations up to this one belong to replaced models
+        self._last_gen = 0
         self.sessions: list[str] = []  # names of the sessions written in this run
         self.error: str | None = None
         self._free_mb: float | None = None
@@ -175,12 +206,15 @@ class FlightRecorder:
         self._thread.start()
         self.controls.add_model_listener(self._on_model)
         self.controls.add_facts("recording", self.facts)
+        self.loop.actuator.add_write_listener(self.on_write)
         self.loop.add_step_hook(self.on_step)
         return self
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop hooking the loop, close the open session (a complete bag), end the thread."""
+        """Stop listening, close the open session (a complete bag), end the thread. Close the
+        actuator first to have its final neutral in the bag."""
         self.loop.remove_step_hook(self.on_step)
+        self.loop.actuator.remove_write_listener(self.on_write)
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -190,21 +224,48 @@ class FlightRecorder:
             log.error("the flight recorder did not finish within %.0f s; the last session may be "
                       "torn (still readable)", timeout_s)
 
-    # -- the drive-loop side (must return at once) -------------------------------------------------
-    def on_step(self, result: "StepResult | None", w: "DutyWrite", state: State) -> None:
+    # -- the writers' side (any thread; must return at once) -------------------------------------
+    def on_write(self, w: "DutyWrite") -> None:
+        """Actuator write listener: queue every write, in write order."""
         if self._stopped:
             return
-        if self._queue.qsize() >= self.queue_frames:
-            self._hook_dropped += 1
+        from_loop = threading.get_ident() == self._loop_tid
+        if from_loop and self._loop_item is not None:
+            self._loop_item.ready.set()  # an earlier loop write the hook never saw (undone)
+            self._loop_item = None
+        n = self._queue.qsize()
+        if n >= self.queue_frames:
+            with self._drop_lock:
+                self._dropped += 1
             return
-        loop = self.loop
-        if result is None:
-            item = _Item(now_s(), w, state, None, None, None, loop.max_speed_pct,
-                         loop.actuator.deadline_misses, self._hook_dropped)
-        else:
-            item = _Item(now_s(), w, state, result.frame, result.output.copy(), result.decision,
-                         loop.max_speed_pct, loop.actuator.deadline_misses, self._hook_dropped)
+        if n >= self._queue_peak:
+            self._queue_peak = n + 1
+        item = _Item(now_s(), w, self.loop.actuator.deadline_misses, self._dropped)
+        if from_loop:
+            item.ready = threading.Event()
+            self._loop_item = item
         self._queue.put_nowait(item)
+
+    def on_step(self, result: "StepResult | None", w: "DutyWrite", state: State) -> None:
+        """Step hook (loop thread, right after ``w`` was written and queued): add the loop's
+        view of it. Until its first call the loop thread is unknown, so the loop's first write
+        (a neutral before any session can open) is recorded without it."""
+        if self._loop_tid is None:
+            self._loop_tid = threading.get_ident()
+        item = self._loop_item
+        if item is None or item.write is not w:
+            return  # dropped (counted), or recording stopped
+        self._loop_item = None
+        pipeline = self.loop.pipeline  # the loop thread swaps it: this one made the decision
+        ref = self._hook_pipeline
+        if ref is None or ref() is not pipeline:
+            self._gen += 1
+            self._hook_pipeline = ref = weakref.ref(pipeline)
+        item.gen, item.pipeline, item.state = self._gen, ref, state
+        if result is not None:
+            item.frame, item.output, item.decision = (result.frame, result.output.copy(),
+                                                      result.decision)
+        item.ready.set()
 
     def _on_model(self, info: "ModelInfo") -> None:
         self._queue.put_nowait(_ModelChanged(info))
@@ -219,8 +280,12 @@ class FlightRecorder:
             "dir": str(self.root),
             "session": s.name if s is not None else None,
             "frames": s.frames if s is not None else 0,
+            "writes": s.writes if s is not None else 0,
             "dropped": s.dropped if s is not None else 0,
-            "dropped_total": self._hook_dropped,
+            "dropped_total": self._dropped,
+            "queued": self._queue.qsize(),
+            "queue_peak": self._queue_peak,
+            "queue_limit": self.queue_frames,
             "bytes": s.bytes if s is not None else 0,
             "sessions": len(self.sessions),
             "free_mb": None if self._free_mb is None else round(self._free_mb, 1),
@@ -247,22 +312,44 @@ class FlightRecorder:
                 continue  # drain: nothing is recorded any more
             try:
                 if isinstance(item, _ModelChanged):
-                    self._model = item.info
-                    self._apply(session.Event.MODEL_CHANGED, now_s(), None)
-                    settings.model_sha256(item.info.path)
+                    self._model_changed(item.info)
                 elif item is None:
                     self._apply(session.Event.TICK, now_s(), None)
                 else:
-                    driving = (item.frame is not None and item.state is State.ARMED
-                               and item.decision is not None and item.decision.valid)
-                    event = session.Event.DRIVING if driving else session.Event.WRITE
-                    self._apply(event, item.t_s, item)
+                    if item.ready is not None and not item.ready.wait(HOOK_WAIT_S):
+                        log.debug("no step hook call for a loop write; recorded without it")
+                    self._apply(self._event_for(item), item.t_s, item)
                 self._housekeeping()
             except OSError as exc:
                 self._fail(exc)
             except Exception as exc:  # a bug must not take the car down: stop recording
                 log.exception("flight recorder failed")
                 self._fail(exc)
+
+    def _model_changed(self, info: "ModelInfo") -> None:
+        """Controls are about to swap in ``info``: close the session; the next pipeline the loop
+        runs is that model (its decisions open the next session)."""
+        self._apply(session.Event.MODEL_CHANGED, now_s(), None)
+        self._model = info
+        self._retired_gen = max(self._retired_gen, self._last_gen)
+        self._model_gen = self._model_pipeline = None
+        settings.model_sha256(info.path)
+
+    def _event_for(self, item: _Item) -> session.Event:
+        driving = (item.frame is not None and item.state is State.ARMED
+                   and item.decision is not None and item.decision.valid)
+        g = item.gen
+        if g:
+            self._last_gen = max(self._last_gen, g)
+            if self._model_gen is None and g > self._retired_gen:
+                self._model_gen, self._model_pipeline = g, item.pipeline
+            elif self._model_gen is not None and g > self._model_gen:
+                # the loop's pipeline changed without DriveControls.load_model: a model change
+                self._model_changed(self.controls.model)
+                self._model_gen, self._model_pipeline = g, item.pipeline
+            if g != self._model_gen:
+                driving = False  # a decision of the model being replaced opens no session
+        return session.Event.DRIVING if driving else session.Event.WRITE
 
     def _apply(self, event: session.Event, t_s: float, item: _Item | None) -> None:
         self._rules, action = session.step(self._rules, event, t_s, self.idle_close_s)
@@ -285,8 +372,9 @@ class FlightRecorder:
             path = self.root / f"{name}-{n}"
             n += 1
         bag = BagWriter(path, self.storage)
-        dropped = item.dropped if item is not None else self._hook_dropped
-        self._session = _Session(path.name, path, bag, self._model, dropped, now_s())
+        dropped = item.dropped if item is not None else self._dropped
+        self._session = _Session(path.name, path, bag, self._model, self._model_pipeline,
+                                 dropped, now_s())
         self.sessions.append(path.name)
         log.info("recording session %s", path)
 
@@ -314,8 +402,13 @@ class FlightRecorder:
         offset_s = time.time() - now_s()  # wall clock - monotonic, now
         t_ns = int((item.t_s + offset_s) * 1e9)
         s.dropped = item.dropped - s.dropped_at_open
-        if item.max_speed_pct != s.max_speed_pct:
-            s.max_speed_pct = item.max_speed_pct
+        d = item.decision
+        # the max speed the decision was made with (it travels with it), so --verify recomputes
+        # with the same value even if it changed between the decision and this write
+        pct = d.max_speed_pct if d is not None and d.max_speed_pct is not None else (
+            s.max_speed_pct if s.max_speed_pct is not None else self.loop.max_speed_pct)
+        if pct != s.max_speed_pct:
+            s.max_speed_pct = pct
             s.bytes += s.bag.write(messages.SETTINGS, t_ns, self._settings_msg(c, t_ns, s))
         w = item.write
         frame = item.frame
@@ -341,10 +434,11 @@ class FlightRecorder:
         ctx = w.context
         seq, age = ctx.get("frame_seq"), ctx.get("frame_age_ms")
         clamped = ctx.get("clamped")
+        state = ctx.get("state") or (item.state.value if item.state is not None else "")
         return c.DriveWrite(
             stamp=_stamp_ns(c, t_ns),
             t=float(w.t_s),
-            state=str(ctx.get("state") or item.state.value),
+            state=str(state),
             event=str(ctx.get("event") or ""),
             angle=float(w.angle),
             throttle=float(w.throttle),
@@ -369,7 +463,7 @@ class FlightRecorder:
     def _settings_msg(self, c: Any, t_ns: int, s: _Session) -> Any:
         cfg = self.config
         model = s.model
-        pipeline = self.loop.pipeline
+        pipeline = (s.pipeline() if s.pipeline is not None else None) or self.loop.pipeline
         try:
             compiled = pipeline.policy.compiled_properties()
         except Exception:  # best effort: a property OpenVINO does not report
