@@ -9,12 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COMMUNITY_MSGS, SESSION_RE, mcap_messages, read_jsonl
+from conftest import (COMMUNITY_MSGS, SESSION_RE, frames_folder, mcap_messages, read_jsonl,
+                      run_recorded)
 
 from helpers import car_runtime_cmd
 
 SHARED = ("t", "angle", "throttle", "servo_ns", "motor_ns", "frame_seq", "frame_age_ms", "state",
           "event")
+
+
+def _as_record(a) -> dict:
+    """An audit message as the record: output writes it (the shared keys)."""
+    return {"t": a.t, "angle": a.angle, "throttle": a.throttle, "servo_ns": a.servo_ns,
+            "motor_ns": a.motor_ns, "frame_seq": None if a.frame_seq < 0 else a.frame_seq,
+            "frame_age_ms": None if math.isnan(a.frame_age_ms) else a.frame_age_ms,
+            "state": a.state or None, "event": a.event or None}
 
 
 def _session(recorded) -> Path:
@@ -86,14 +95,8 @@ def test_audit_matches_the_record_output_write_for_write(recorded):
     assert audit[-1].deadline_misses == 0
     assert len(span) == len(audit)
 
-    def as_record(a):
-        return {"t": a.t, "angle": a.angle, "throttle": a.throttle, "servo_ns": a.servo_ns,
-                "motor_ns": a.motor_ns, "frame_seq": None if a.frame_seq < 0 else a.frame_seq,
-                "frame_age_ms": None if math.isnan(a.frame_age_ms) else a.frame_age_ms,
-                "state": a.state, "event": a.event or None}
-
     for a, ln in zip(audit, span):
-        assert as_record(a) == {k: ln.get(k) for k in SHARED}
+        assert _as_record(a) == {k: ln.get(k) for k in SHARED}
     decided = [a for a in audit if a.decided]
     assert len(decided) == sum(ln.get("frame_seq") is not None for ln in lines)
     assert [a.event for a in audit[-2:]] == ["exit", "close"]  # the loop's, then the actuator's
@@ -103,6 +106,28 @@ def test_audit_matches_the_record_output_write_for_write(recorded):
         assert a.action_index == int(np.argmax([x.class_prob for x in r.results]))
         assert np.array_equal(np.asarray(a.output, np.float32),
                               np.array([x.class_prob for x in r.results], np.float32))
+
+
+def test_audit_has_every_write_also_the_watchdogs(tmp_path, demo_model, footage_seq_dir):
+    """A slow camera (5 fps): 100 ms after each command the actuator's watchdog writes neutral
+    from its own thread (a deadline miss). The audit topic has every write of the record: output
+    from the session's first on, in order and with the same values: the loop's, the watchdog's
+    and the actuator's final neutral."""
+    frames = frames_folder(footage_seq_dir, tmp_path / "frames", 20)
+    run = run_recorded(tmp_path, demo_model, frames, fps=5)
+    assert run.proc.returncode == 0, run.proc.stderr
+    (session,) = run.sessions
+    audit = [m for t, _, _, m in mcap_messages(session / f"{session.name}.mcap")
+             if t == "/car_runtime/writes"]
+    lines = read_jsonl(run.jsonl)
+    first = next(i for i, ln in enumerate(lines) if ln["t"] == audit[0].t)
+    assert [_as_record(a) for a in audit] == [{k: ln.get(k) for k in SHARED}
+                                              for ln in lines[first:]]
+    misses = [a for a in audit if a.event == "deadline"]
+    print(f"{len(audit)} writes recorded, {len(misses)} of them the watchdog's")
+    assert len(misses) >= 10 and all(a.state == "fault" and not a.decided for a in misses)
+    assert audit[-1].deadline_misses == sum(ln["event"] == "deadline" for ln in lines)
+    assert [a.event for a in audit[-2:]] == ["exit", "close"]
 
 
 def test_plain_rosbags_with_msg_text_from_the_test(recorded):
