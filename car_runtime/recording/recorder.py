@@ -415,8 +415,8 @@ class FlightRecorder:
         if frame is not None:
             stamp = _stamp(c, frame.t_capture_s + offset_s)
             header = c.Header(stamp=stamp, frame_id=str(frame.seq))
-            images = [c.CompressedImage(header=header, format="jpeg", data=_jpeg(img))
-                      for img in frame.images]
+            images = [c.CompressedImage(header=header, format=fmt, data=data)
+                      for fmt, data in map(_compressed, frame.images)]
             out = item.output
             results = [c.InferResults(class_label=i, class_prob=float(v), x_min=0.0, y_min=0.0,
                                       x_max=0.0, y_max=0.0) for i, v in enumerate(out)]
@@ -545,16 +545,18 @@ def _stamp_ns(c: Any, t_ns: int) -> Any:
     return c.Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
 
 
-def _jpeg(img: Any) -> np.ndarray:
-    """The camera's own bytes as a uint8 array (no copy); pixels are JPEG-encoded here."""
+def _compressed(img: Any) -> tuple[str, np.ndarray]:
+    """``(format, data)`` of one camera image: the camera's own bytes as a uint8 array (no
+    copy), format ``jpeg`` (``png`` for PNG files); pixels are JPEG-encoded here and say so."""
     if isinstance(img, (bytes, bytearray, memoryview)):
-        return np.frombuffer(img, np.uint8)
+        data = np.frombuffer(img, np.uint8)
+        return ("png" if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n" else "jpeg"), data
     import cv2
 
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError("OpenCV could not JPEG-encode a frame")
-    return buf.reshape(-1)
+    return messages.REENCODED_FORMATS[img.ndim == 2], buf.reshape(-1)
 
 
 @contextmanager

@@ -130,6 +130,42 @@ def test_audit_has_every_write_also_the_watchdogs(tmp_path, demo_model, footage_
     assert [a.event for a in audit[-2:]] == ["exit", "close"]
 
 
+def test_pixels_from_a_video_are_jpeg_encoded_and_verify_says_so(tmp_path, demo_model,
+                                                                 footage_seq_dir):
+    """A video file delivers decoded pixels, not the camera's bytes: the recorder JPEG-encodes
+    them (format ``bgr8; jpeg compressed bgr8``, image_transport's name) and --verify, which can
+    only decide from that lossy copy, says so and keeps any difference there apart."""
+    import cv2
+
+    video = tmp_path / "drive.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    originals = [cv2.imread(str(p)) for p in sorted(footage_seq_dir.glob("*.jpg"))[:60]]
+    for img in originals:
+        writer.write(img)
+    writer.release()
+    run = run_recorded(tmp_path, demo_model, video)
+    assert run.proc.returncode == 0, run.proc.stderr
+    (session,) = run.sessions
+    results = [m for t, _, _, m in mcap_messages(session / f"{session.name}.mcap")
+               if t == "/inference_pkg/rl_results"]
+    assert len(results) > 50
+    for r in results:
+        (img,) = r.images
+        assert img.format == "bgr8; jpeg compressed bgr8"
+        decoded = cv2.imdecode(np.frombuffer(bytes(img.data), np.uint8), cv2.IMREAD_COLOR)
+        original = originals[int(img.header.frame_id) - 1]
+        assert decoded.shape == original.shape  # (a lossy copy of the frame: close, not equal)
+        assert cv2.PSNR(decoded, original) > 25
+    out = subprocess.run([*car_runtime_cmd(), "replay", str(session), "--verify"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    n = len(results)
+    assert f"{n} of the frames were JPEG-encoded by the recorder" in out.stdout
+    m = re.search(rf"verified (\d+)/{n} frames: identical decisions", out.stdout)
+    assert m and int(m[1]) >= n - 5, out.stdout  # (JPEG rarely flips a decision)
+    print(out.stdout.strip().splitlines()[-1])
+
+
 def test_plain_rosbags_with_msg_text_from_the_test(recorded):
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
