@@ -204,3 +204,35 @@ def test_a_writer_that_falls_behind_drops_recording_entries_never_drive_frames(
                               "m.topic_id = t.id WHERE t.name = '/inference_pkg/rl_results'").fetchone()
     con.close()
     assert n_frames == info.frames == sum(1 for a in audit if a.decided)
+
+
+def test_sessions_follow_the_community_rules_in_a_live_run(tmp_path, live, demo_model,
+                                                           footage_seq_dir):
+    """A short stop (armed again well within the idle time) stays in the session, disarmed
+    writes included; a longer one closes it (here after 1.5 s instead of 15 s) and driving
+    again opens a new one."""
+    frames = frames_folder(footage_seq_dir, tmp_path / "frames", 300)
+    run = live(demo_model, frames, idle_close_s=1.5)
+    facts = lambda: run.controls.status()["recording"]  # noqa: E731
+    driven = lambda n: lambda: run.loop.stats.driven >= n  # noqa: E731
+    run.wait(driven(20), what="20 driven frames")
+    assert run.controls.disarm(wait_s=2)[0]
+    time.sleep(0.2)
+    assert run.controls.arm(wait_s=2)[0]
+    run.wait(driven(run.loop.stats.driven + 20), what="20 more")
+    assert facts()["sessions"] == 1
+    assert run.controls.disarm(wait_s=2)[0]
+    run.wait(lambda: facts()["state"] == "waiting", what="the idle close")
+    assert run.controls.arm(wait_s=2)[0]
+    run.wait(driven(run.loop.stats.driven + 20), what="driving again")
+    run.finish()
+
+    first, second = sorted(list_sessions(run.root), key=lambda x: x.start_ns)
+    assert first.complete and second.complete
+    states = [a.state for _t, a in session_messages(first.path)["/car_runtime/writes"]]
+    pause = "".join("a" if s == "armed" else "d" for s in states).strip("d")
+    assert pause.count("ad") == 1 and "d" in pause  # one stop, inside the session
+    audit2 = [a for _t, a in session_messages(second.path)["/car_runtime/writes"]]
+    assert audit2[0].state == "armed" and audit2[0].decided  # opened by driving
+    last_first = session_messages(first.path)["/car_runtime/writes"][-1][1]
+    assert last_first.state == "disarmed"  # closed while it waited, not by the arm
