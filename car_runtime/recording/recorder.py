@@ -39,6 +39,7 @@ import math
 import os
 import queue
 import re
+import itertools
 import threading
 import time
 import weakref
@@ -69,19 +70,21 @@ FSYNC_S = 5.0
 FREE_CHECK_S = 1.0
 JPEG_QUALITY = 90  # only for sources that deliver pixels (video files)
 WRITER_NICE = 10  # the writer thread yields the CPU to the drive loop and inference
-#: How long the writer waits for the step hook to complete a loop write's entry (it is called
-#: right after the write; only a write the loop never reports, e.g. one the guardian undid,
-#: waits: until the loop's next write, or this long).
-HOOK_WAIT_S = 1.0
+#: How long the writer keeps later writes back while an earlier one is missing: a loop write
+#: waits for the step hook (called right after it), so another thread's write can arrive
+#: first; the writer puts them back in write order. Only a loop write that is never reported
+#: (the loop ended right after it) leaves a gap that long.
+GAP_WAIT_S = 1.0
 
 _END = object()
 
 
 @dataclass(slots=True)
 class _Item:
-    """One write (references only; ``output`` is a copy). The write listener creates it; for a
-    loop write the step hook fills in the rest and sets ``ready``."""
+    """One write (references only; ``output`` is a copy). The write listener creates it; a loop
+    write is queued by the step hook, which fills in the rest."""
 
+    seq: int  # write order (consecutive over the entries queued)
     t_s: float  # now_s() when written
     write: "DutyWrite"
     deadline_misses: int
@@ -92,7 +95,6 @@ class _Item:
     decision: Any = None  # Decision or None
     gen: int = 0  # which pipeline (model) the loop ran, 1, 2, ...; 0 = unknown
     pipeline: Any = None  # weakref to that pipeline
-    ready: threading.Event | None = None  # None: complete as queued
 
 
 @dataclass(slots=True)
@@ -165,6 +167,7 @@ class FlightRecorder:
         # the loop thread's side (listener calls from it, and the step hook):
         self._loop_tid: int | None = None  # learnt at the hook's first call
         self._loop_item: _Item | None = None  # its last write, waiting for the hook
+        self._seq = itertools.count()  # listener calls are serialized: write order
         self._hook_pipeline: Any = None  # weakref to the pipeline of the last hooked write
         self._gen = 0
         # the writer thread's side:
@@ -175,6 +178,9 @@ class FlightRecorder:
         self._model_pipeline: Any = None
         self._retired_gen = 0  # generations up to this one belong to replaced models
         self._last_gen = 0
+        self._next_seq = 0  # the next write to record, in write order
+        self._held: dict[int, _Item] = {}  # writes that arrived before an earlier one
+        self._gap_since_s: float | None = None
         self.sessions: list[str] = []  # names of the sessions written in this run
         self.error: str | None = None
         self._free_mb: float | None = None
@@ -218,6 +224,9 @@ class FlightRecorder:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        pending, self._loop_item = self._loop_item, None
+        if pending is not None:  # the loop's last write, never reported by the hook
+            self._queue.put(pending)
         self._queue.put(_END)
         thread.join(timeout_s)
         if thread.is_alive():
@@ -226,12 +235,13 @@ class FlightRecorder:
 
     # -- the writers' side (any thread; must return at once) -------------------------------------
     def on_write(self, w: "DutyWrite") -> None:
-        """Actuator write listener: queue every write, in write order."""
+        """Actuator write listener: queue every write (a loop write: hand it to the hook)."""
         if self._stopped:
             return
         from_loop = threading.get_ident() == self._loop_tid
         if from_loop and self._loop_item is not None:
-            self._loop_item.ready.set()  # an earlier loop write the hook never saw (undone)
+            # an earlier loop write the hook never saw (the guardian undid it): as it is
+            self._queue.put_nowait(self._loop_item)
             self._loop_item = None
         n = self._queue.qsize()
         if n >= self.queue_frames:
@@ -240,16 +250,17 @@ class FlightRecorder:
             return
         if n >= self._queue_peak:
             self._queue_peak = n + 1
-        item = _Item(now_s(), w, self.loop.actuator.deadline_misses, self._dropped)
+        item = _Item(next(self._seq), now_s(), w, self.loop.actuator.deadline_misses,
+                     self._dropped)
         if from_loop:
-            item.ready = threading.Event()
-            self._loop_item = item
-        self._queue.put_nowait(item)
+            self._loop_item = item  # queued by the step hook, once complete: one wake-up
+        else:
+            self._queue.put_nowait(item)
 
     def on_step(self, result: "StepResult | None", w: "DutyWrite", state: State) -> None:
-        """Step hook (loop thread, right after ``w`` was written and queued): add the loop's
-        view of it. Until its first call the loop thread is unknown, so the loop's first write
-        (a neutral before any session can open) is recorded without it."""
+        """Step hook (loop thread, right after ``w`` was written): add the loop's view of it
+        and queue it. Until its first call the loop thread is unknown, so the loop's first
+        write (a neutral before any session can open) is queued without it."""
         if self._loop_tid is None:
             self._loop_tid = threading.get_ident()
         item = self._loop_item
@@ -265,7 +276,7 @@ class FlightRecorder:
         if result is not None:
             item.frame, item.output, item.decision = (result.frame, result.output.copy(),
                                                       result.decision)
-        item.ready.set()
+        self._queue.put_nowait(item)
 
     def _on_model(self, info: "ModelInfo") -> None:
         self._queue.put_nowait(_ModelChanged(info))
@@ -305,26 +316,56 @@ class FlightRecorder:
                 item = self._queue.get(timeout=tick_s)
             except queue.Empty:
                 item = None
-            if item is _END:
-                self._apply(session.Event.END, now_s(), None)
-                return
             if self._stopped and self._session is None:
+                self._held.clear()
+                if item is _END:
+                    return
                 continue  # drain: nothing is recorded any more
             try:
+                if item is _END:
+                    self._release(force=True)
+                    self._apply(session.Event.END, now_s(), None)
+                    return
                 if isinstance(item, _ModelChanged):
+                    self._release()
                     self._model_changed(item.info)
                 elif item is None:
+                    self._release()
                     self._apply(session.Event.TICK, now_s(), None)
+                elif item.seq < self._next_seq:  # late, after its gap was given up
+                    self._write(item)
                 else:
-                    if item.ready is not None and not item.ready.wait(HOOK_WAIT_S):
-                        log.debug("no step hook call for a loop write; recorded without it")
-                    self._apply(self._event_for(item), item.t_s, item)
+                    self._held[item.seq] = item
+                    self._release()
                 self._housekeeping()
             except OSError as exc:
                 self._fail(exc)
             except Exception as exc:  # a bug must not take the car down: stop recording
                 log.exception("flight recorder failed")
                 self._fail(exc)
+            if item is _END:
+                return
+
+    def _release(self, force: bool = False) -> None:
+        """Record the held writes that are next in write order; give up on a missing one
+        after ``GAP_WAIT_S`` (or at once with ``force``)."""
+        held = self._held
+        while held:
+            while self._next_seq in held:
+                self._write(held.pop(self._next_seq))
+                self._next_seq += 1
+            if not held:
+                break
+            t = now_s()
+            if self._gap_since_s is None:
+                self._gap_since_s = t
+            if not force and t - self._gap_since_s < GAP_WAIT_S:
+                return
+            self._next_seq = min(held)  # the missing write never came
+        self._gap_since_s = None
+
+    def _write(self, item: _Item) -> None:
+        self._apply(self._event_for(item), item.t_s, item)
 
     def _model_changed(self, info: "ModelInfo") -> None:
         """Controls are about to swap in ``info``: close the session; the next pipeline the loop
