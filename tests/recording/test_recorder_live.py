@@ -236,3 +236,47 @@ def test_sessions_follow_the_community_rules_in_a_live_run(tmp_path, live, demo_
     assert audit2[0].state == "armed" and audit2[0].decided  # opened by driving
     last_first = session_messages(first.path)["/car_runtime/writes"][-1][1]
     assert last_first.state == "disarmed"  # closed while it waited, not by the arm
+
+
+def test_another_threads_write_between_a_loop_write_and_its_hook_keeps_its_place(
+        tmp_path, live, demo_model, footage_seq_dir):
+    """On the first driving frame and every 5th one a step hook that runs before the
+    recorder's makes another thread write neutral (like the watchdog firing right after a
+    command): that write reaches the recorder before the loop write it follows is complete.
+    The bag still has every write, also the one right after the session's first, stored in
+    the order the output got them (read in file order, not sorted by time)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    run_ref: list[LiveRun] = []
+    driving: list[int] = []
+
+    def interleave(result, w, state):
+        if result is None or state.value != "armed":
+            return
+        driving.append(result.frame.seq)
+        if len(driving) == 1 or result.frame.seq % 5 == 0:
+            t = threading.Thread(target=run_ref[0].actuator.neutral,
+                                 kwargs={"state": "fault", "event": "interleaved"})
+            t.start()
+            t.join()
+
+    frames = frames_folder(footage_seq_dir, tmp_path / "frames", 60)
+    run = live(demo_model, frames, hooks_before=(interleave,))
+    run_ref.append(run)
+    run.finish()
+    (info,) = list_sessions(run.root)
+    with open(info.path / f"{info.name}.mcap", "rb") as fh:
+        reader = make_reader(fh, decoder_factories=[DecoderFactory()])
+        audit = [m for _s, c, _m, m in reader.iter_decoded_messages(log_time_order=False)
+                 if c.topic == "/car_runtime/writes"]
+    writes = run.writes
+    first = next(i for i, w in enumerate(writes) if w.t_s == audit[0].t)
+    assert audit[0].frame_seq == driving[0] and audit[1].event == "interleaved"
+    assert [(a.t, a.event, a.servo_ns, a.motor_ns) for a in audit] == [
+        (w.t_s, w.context.get("event") or "", w.servo_ns, w.motor_ns) for w in writes[first:]]
+    others = [i for i, a in enumerate(audit) if a.event == "interleaved"]
+    assert len(others) >= 8
+    assert all(audit[i - 1].decided for i in others)
+    result, lines = verify_in_process(info.path)
+    assert result.ok, lines
