@@ -280,3 +280,24 @@ def test_another_threads_write_between_a_loop_write_and_its_hook_keeps_its_place
     assert all(audit[i - 1].decided for i in others)
     result, lines = verify_in_process(info.path)
     assert result.ok, lines
+
+
+def test_an_emergency_neutral_is_in_the_audit(tmp_path, live, demo_model, footage_seq_dir):
+    """An emergency neutral (the shutdown paths' write around the device lock) from another
+    thread mid-run is recorded with its event, in its place among the loop's writes."""
+    frames = frames_folder(footage_seq_dir, tmp_path / "frames", 60)
+    run = live(demo_model, frames)
+    run.wait(lambda: run.loop.stats.driven >= 15, what="15 driven frames")
+    assert run.actuator.emergency_neutral() == {"record": "ok"}
+    run.finish()
+    (info,) = list_sessions(run.root)
+    audit = [a for _t, a in session_messages(info.path)["/car_runtime/writes"]]
+    writes = run.writes
+    first = next(i for i, w in enumerate(writes) if w.t_s == audit[0].t)
+    assert len(audit) == len(writes) - first
+    (k,) = [i for i, a in enumerate(audit) if a.event == "emergency"]
+    assert writes[first + k].context == {"event": "emergency"}  # the record: output's line
+    assert (audit[k].servo_ns, audit[k].motor_ns) == (writes[first + k].servo_ns,
+                                                       writes[first + k].motor_ns)
+    others = [i for i in range(len(audit)) if i != k]
+    assert all(audit[i].t == writes[first + i].t_s for i in others)
