@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import cv2
@@ -42,3 +43,16 @@ def extract_all(tar: tarfile.TarFile, dest: str | Path) -> None:
         tar.extractall(dest, filter="data")
     else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
         tar.extractall(dest)
+
+
+def wait_until(predicate, timeout_s: float = 10.0, what: str = "condition", poll_s: float = 0.005):
+    """Poll ``predicate`` until it is truthy and return its value; fail naming ``what`` after
+    ``timeout_s`` (generous: never a speed assertion)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll_s)

@@ -20,6 +20,7 @@ from car_runtime.controls import DriveControls, ModelInfo, ModelLoader
 from car_runtime.errors import BusyError, ConfigError, ModelError
 from car_runtime.runtime import DriveLoop
 from car_runtime.vision.sources import ImageFolderSource
+from helpers import wait_until
 
 CAL = Calibration.defaults()
 NEUTRAL = CAL.neutral_ns()
@@ -64,14 +65,7 @@ class _Looping(ImageFolderSource):
         self.frame_count = len(self._files[0])
 
 
-def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = wait_until
 
 
 @pytest.fixture
@@ -190,6 +184,12 @@ def test_model_load_swaps_at_neutral_and_restores_arming(running, tiny_model):
     assert info.name == new.dir.name and r.controls.model is info
     assert r.controls.status()["model"] == new.dir.name
     wait_for(lambda: r.loop.pipeline.policy.metadata.action_space.size == 3, what="swap")
+
+    def rearmed() -> bool:  # (the loop applies a swap before the disarm/arm events of the same
+        events = [w.context.get("event") for w in r.writes]  # iteration: the armed state seen
+        return "disarm" in events and "arm" in events[events.index("disarm"):]  # may be the old
+
+    wait_for(rearmed, what="the re-arm after the load")
     assert r.controls.wait_state(State.ARMED, 2.0)
     writes = r.writes
     disarm = next(i for i, w in enumerate(writes) if w.context.get("event") == "disarm")

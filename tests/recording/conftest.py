@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import car_runtime_cmd
+from helpers import car_runtime_cmd, wait_until
 
 #: The community definitions, typed in here from race-day.md §C (not read from our package).
 COMMUNITY_MSGS = {
@@ -138,35 +138,26 @@ class LiveRun:
         return list(self.actuator.output.writes)
 
     def wait(self, predicate, timeout_s: float = 60.0, what: str = "condition"):
-        import time
-
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.005)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_until(predicate, timeout_s, what)
 
     def finish(self, timeout_s: float = 120.0) -> int:
+        """Wait for the end of the input, then close in `run`'s order; the loop's exit code."""
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the drive loop did not end"
-        self.actuator.close()
-        self.recorder.close()
-        self.source.close()
-        self.loader.close()
+        self._close()
         return self.code[0]
 
     def abort(self) -> None:
-        """Tear down after a failed test (idempotent)."""
+        """Tear down after a failed test."""
         from car_runtime.control.safety import ExitCode
 
         self.loop.request_stop(ExitCode.OK, "test failed")
         self.thread.join(10)
-        self.actuator.close()
-        self.recorder.close()
-        self.source.close()
-        self.loader.close()
+        self._close()
+
+    def _close(self) -> None:
+        for part in (self.actuator, self.recorder, self.source, self.loader):
+            part.close()
 
 
 def session_messages(session: Path) -> dict[str, list]:
