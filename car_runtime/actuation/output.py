@@ -358,7 +358,7 @@ class Actuator:
         finally:
             if got_io:
                 self._io.release()
-            self._deliver()
+            self._deliver(wait_s=CLOSE_WAIT_S)
             if self.guardian is not None:
                 self.guardian.close(clean=clean)
             if self._thread is not None and self._thread is not threading.current_thread():
