@@ -6,7 +6,8 @@
    real footage re-encoded as 640x480 JPEGs (q80, like the car's MJPEG camera), alternating
    off/on segments of ``--frames`` frames; CPU time per frame (process, all threads: the
    writer thread counts) and frame age at the write, p50/p99. Targets: CPU <= 1.10x,
-   age p99 <= 1.05x.
+   age p99 <= 1.05x. Plus what the loop thread itself pays per write (the recorder's write
+   listener + step hook).
 2. Writer headroom: the same frames fed unpaced (as fast as the loop takes them) with the
    recorder on: frames recorded per second and frames dropped; plus the bare writer (serialize
    + write the three messages of a frame, flush every second) in frames/s.
@@ -68,9 +69,12 @@ def segment(cfg: RunConfig, loader: ModelLoader, frames: Path, fps: float, recor
         controls = DriveControls(loop, loader, ModelInfo.of(loaded, cfg.model))
         recorder = None
         if record is not None:
-            recorder = FlightRecorder(controls, record, min_free_mb=0, config=cfg).start()
+            recorder = FlightRecorder(controls, record, min_free_mb=0, config=cfg)
+            _time_calls(recorder)
+            recorder.start()
         c0 = cpu_s()
         loop.run()
+        actuator.close()  # like `run`: the actuator's final neutral is recorded too
         if recorder is not None:
             recorder.close()
         cpu = cpu_s() - c0
@@ -79,6 +83,27 @@ def segment(cfg: RunConfig, loader: ModelLoader, frames: Path, fps: float, recor
                 if w.context.get("frame_age_ms") is not None and "event" not in w.context]
         source.close()
     return cpu * 1e3 / max(1, loop.stats.frames), np.asarray(ages), recorder, loop.stats
+
+
+def _time_calls(recorder: FlightRecorder) -> None:
+    """Time what the drive loop's side pays per write: the write listener and the step hook
+    (``recorder.calls_ns``: ns per write, listener + hook)."""
+    on_write, on_step = recorder.on_write, recorder.on_step
+    pending: list[int] = []
+    recorder.calls_ns = []  # type: ignore[attr-defined]
+
+    def timed_write(w):
+        t = time.perf_counter_ns()
+        on_write(w)
+        pending.append(time.perf_counter_ns() - t)
+
+    def timed_step(result, w, state):
+        t = time.perf_counter_ns()
+        on_step(result, w, state)
+        recorder.calls_ns.append(time.perf_counter_ns() - t + (pending.pop() if pending else 0))
+        pending.clear()
+
+    recorder.on_write, recorder.on_step = timed_write, timed_step  # type: ignore[method-assign]
 
 
 def bare_writer(frames: Path, n: int, out: Path) -> float:
@@ -164,8 +189,11 @@ def main() -> None:
         print(f"   frame age p50: off {p50['off']:.2f} ms, on {p50['on']:.2f} ms; p99: off "
               f"{p99['off']:.2f} ms, on {p99['on']:.2f} ms -> {p99['on'] / p99['off']:.3f}x "
               f"(target <= 1.05)")
-        print(f"   recorder dropped {dropped} frames; stale: off "
+        print(f"   recorder dropped {dropped} writes; stale: off "
               f"{sum(x[3].stale for x in res['off'])}, on {sum(x[3].stale for x in res['on'])}")
+        calls = np.concatenate([x[2].calls_ns for x in res["on"]]) / 1e3
+        print(f"   the loop thread's share (write listener + step hook) per write: p50 "
+              f"{np.percentile(calls, 50):.1f} us, p99 {np.percentile(calls, 99):.1f} us")
 
         # 3. size per minute
         sessions = [s for r in range(args.rounds) for s in list_sessions(tmp / f"rec{r}")]

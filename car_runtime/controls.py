@@ -243,8 +243,13 @@ class DriveControls:
         except Exception as exc:  # an OpenVINO/OpenCV surprise: refuse, keep the old model
             error = ModelError(f"{name}: {type(exc).__name__}: {exc}")
         else:
-            self.loop.swap_pipeline(pipeline)
             info = ModelInfo.of(loaded, path)
+            for listener in list(self._model_listeners):  # before the loop can use it
+                try:
+                    listener(info)
+                except Exception:
+                    log.exception("model listener %r failed", listener)
+            self.loop.swap_pipeline(pipeline)
             self.model = info
             log.info("model %s ready in %.2f s", info.name, info.load_s)
         finally:
@@ -255,15 +260,13 @@ class DriveControls:
         if error is not None:
             log.error("model %s refused, keeping %s: %s", name, self.model.name, error)
             raise error
-        for listener in list(self._model_listeners):
-            try:
-                listener(info)
-            except Exception:
-                log.exception("model listener %r failed", listener)
         return info
 
     def add_model_listener(self, fn: Callable[[ModelInfo], None]) -> None:
-        """Call ``fn(info)`` (in the loading thread) after each successful model swap."""
+        """Call ``fn(info)`` (in the loading thread) when a model loaded successfully and is
+        about to be swapped in: after the car was disarmed for the load, before the loop can
+        run the new model (so whatever ``fn`` queues comes before the new model's first write).
+        ``fn`` must return at once; one that raises is logged and the swap goes on."""
         self._model_listeners.append(fn)
 
     # -- calibration -----------------------------------------------------------------------------

@@ -656,6 +656,11 @@ class VerifyResult:
     mismatches: list = field(default_factory=list)  # audit.Mismatch
     max_output_diff: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: checked frames whose recorded image the recorder JPEG-encoded (the source delivered
+    #: pixels: the bag holds a lossy copy of what the car decided on), and those that differ
+    #: (expected; listed, not counted as mismatches)
+    lossy: int = 0
+    lossy_differ: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -664,21 +669,38 @@ class VerifyResult:
     def lines(self, limit: int = 20) -> list[str]:
         out = list(self.notes)
         extra = f" ({self.unmatched} replayed frame(s) had no recorded decision)" if self.unmatched else ""
+        k = len(self.lossy_differ)
         if self.checked == 0:
             out.append("verify: no recorded decision matched a replayed frame; nothing verified")
         elif not self.mismatches:
-            out.append(f"verified {self.checked}/{self.checked} frames: identical decisions "
-                       f"(max |output difference| {self.max_output_diff:.3g}){extra}")
+            diff = (f" (max |output difference| {self.max_output_diff:.3g})"
+                    if self.checked > self.lossy else "")
+            out.append(f"verified {self.checked - k}/{self.checked} frames: identical "
+                       f"decisions{diff}{extra}")
         else:
             n = len(self.mismatches)
             out.append(f"verify: decisions differ on {n}/{self.checked} frames{extra}:")
-            for m in self.mismatches[:limit]:
-                out.append(f"  frame {m.frame} (frame_id {m.frame_id}): recorded {m.recorded}")
-                out.append(f"  {' ' * len(f'frame {m.frame} (frame_id {m.frame_id})')}  "
-                           f"recomputed {m.recomputed}")
-            if n > limit:
-                out.append(f"  ... and {n - limit} more: {frame_ranges([m.frame for m in self.mismatches])}")
+            out.extend(_mismatch_lines(self.mismatches, limit))
+        if self.lossy:
+            out.append(
+                f"{self.lossy} of the frames were JPEG-encoded by the recorder (the source "
+                "delivered pixels, e.g. a video file: the bag holds a lossy copy of what the car "
+                "saw)" + (f"; on {k} of them the decision made from that copy differs: "
+                          "expected, not a mismatch:" if k else "; all decide the same"))
+            out.extend(_mismatch_lines(self.lossy_differ, min(limit, 5)))
         return out
+
+
+def _mismatch_lines(mismatches: list, limit: int) -> list[str]:
+    out = []
+    for m in mismatches[:limit]:
+        out.append(f"  frame {m.frame} (frame_id {m.frame_id}): recorded {m.recorded}")
+        out.append(f"  {' ' * len(f'frame {m.frame} (frame_id {m.frame_id})')}  "
+                   f"recomputed {m.recomputed}")
+    n = len(mismatches)
+    if n > limit:
+        out.append(f"  ... and {n - limit} more: {frame_ranges([m.frame for m in mismatches])}")
+    return out
 
 
 def _resolve_recording(opts: ReplayOptions, echo: Callable[[str], None]):
@@ -734,18 +756,20 @@ def _resolve_recording(opts: ReplayOptions, echo: Callable[[str], None]):
 
 
 def _check_decision(verify: VerifyResult, recorded: Any, path: "CarPath", rec: FrameRecord,
-                    frame_no: int, frame_id: int, tol: float) -> bool:
+                    frame_no: int, frame_id: int, tol: float, lossy: bool = False) -> bool:
     """Compare one recomputed decision (and its pulses, if the car drove) with the recording;
-    True if they differ."""
+    True if they differ. ``lossy``: the recorded image is the recorder's JPEG of the pixels the
+    car saw (a difference there is expected and kept apart)."""
     from car_runtime.recording.audit import Mismatch, decisions_match, describe_decision
 
     d = path.last.decision if path.last is not None else None
     if d is None:
         return False
     verify.checked += 1
+    verify.lossy += lossy
     rec_out = np.asarray(recorded.output, np.float64)
     new_out = np.asarray(path.last.output, np.float64).reshape(-1)
-    if rec_out.shape == new_out.shape and rec_out.size:
+    if rec_out.shape == new_out.shape and rec_out.size and not lossy:
         diff = np.abs(rec_out - new_out)
         if np.isfinite(diff).all():
             verify.max_output_diff = max(verify.max_output_diff, float(diff.max()))
@@ -759,7 +783,7 @@ def _check_decision(verify: VerifyResult, recorded: Any, path: "CarPath", rec: F
         rec.servo_ns, rec.motor_ns)
     if same and pulses_same:
         return False
-    verify.mismatches.append(Mismatch(
+    (verify.lossy_differ if lossy else verify.mismatches).append(Mismatch(
         frame_no, frame_id,
         describe_decision(int(recorded.action_index), recorded.steering_deg, recorded.speed_mps,
                           recorded.decision_angle, recorded.decision_throttle,
@@ -781,6 +805,7 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
 
     from car_runtime.model.policy import load_model
     from car_runtime.overlay import COLORS, OverlayRenderer, PanelSpec, PanelState
+    from car_runtime.recording.messages import REENCODED_FORMATS
 
     outputs = _check_options(opts)
     speed_per_frame = opts.verify and opts.max_speed_pct is None
@@ -883,8 +908,9 @@ def replay(opts: ReplayOptions, *, echo: Callable[[str], None] = print) -> Repla
                     if recorded_write is None:
                         verify.unmatched += 1
                     else:
-                        differ = _check_decision(verify, recorded_write, paths[0], records[0],
-                                                 frame_no, frame_id, opts.verify_tol)
+                        differ = _check_decision(
+                            verify, recorded_write, paths[0], records[0], frame_no, frame_id,
+                            opts.verify_tol, lossy=frame.meta.get("format") in REENCODED_FORMATS)
                 if video is not None and renderer is not None:
                     states = [PanelState(p.last.output, p.last.decision, r.servo_ns, r.motor_ns,
                                          r.driven)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -85,3 +86,14 @@ def mcap_records(path: str | Path) -> list[tuple[str, int, bytes]]:
     with open(path, "rb") as fh:
         return [(channel.topic, message.log_time, bytes(message.data))
                 for _schema, channel, message in make_reader(fh).iter_messages()]
+def wait_until(predicate, timeout_s: float = 10.0, what: str = "condition", poll_s: float = 0.005):
+    """Poll ``predicate`` until it is truthy and return its value; fail naming ``what`` after
+    ``timeout_s`` (generous: never a speed assertion)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll_s)

@@ -20,6 +20,7 @@ from car_runtime.controls import DriveControls, ModelInfo, ModelLoader
 from car_runtime.errors import BusyError, ConfigError, ModelError
 from car_runtime.runtime import DriveLoop
 from car_runtime.vision.sources import ImageFolderSource
+from helpers import wait_until
 
 CAL = Calibration.defaults()
 NEUTRAL = CAL.neutral_ns()
@@ -64,14 +65,7 @@ class _Looping(ImageFolderSource):
         self.frame_count = len(self._files[0])
 
 
-def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = wait_until
 
 
 @pytest.fixture

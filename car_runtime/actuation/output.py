@@ -17,12 +17,13 @@ Neutral is the resting state: the :class:`Actuator` writes neutral when created,
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from car_runtime.actuation.base import DutyWrite, PwmOutput
 from car_runtime.actuation.calibration import Calibration, clamp_unit
@@ -95,6 +96,9 @@ class Actuator:
         self._pulses_ns = calibration.neutral_ns()
         self._writing_since_s: float | None = None
         self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[DutyWrite], None]] = []
+        self._written: collections.deque[DutyWrite] = collections.deque()  # not yet delivered
+        self._deliver_lock = threading.RLock()  # delivery order; never needed by a device write
         try:
             self.neutral(state="disarmed", event="start")
         except BaseException:
@@ -110,6 +114,42 @@ class Actuator:
     @property
     def output(self) -> PwmOutput:
         return self._output
+
+    # ---------------------------------------------------------------- write listeners
+
+    def add_write_listener(self, fn: Callable[[DutyWrite], None]) -> None:
+        """Call ``fn(w)`` after each completed write, whoever wrote it (see the class docstring).
+
+        Calls come in write order, in the thread that wrote (or one that wrote right after it),
+        never while the device lock is held. ``fn`` must return at once (copy a reference,
+        ``put_nowait``); one that raises is logged and removed. Writes made before it was added
+        are not replayed."""
+        self._listeners = [*self._listeners, fn]
+
+    def remove_write_listener(self, fn: Callable[[DutyWrite], None]) -> None:
+        self._listeners = [f for f in self._listeners if f is not fn]
+
+    def _deliver(self, wait_s: float = -1) -> None:
+        """Hand the completed writes to the listeners (call without ``_io``). With ``wait_s``
+        (emergency paths) give up after that long if another thread is delivering."""
+        if not self._written:
+            return
+        if not self._deliver_lock.acquire(timeout=wait_s):
+            return
+        try:
+            while True:
+                try:
+                    w = self._written.popleft()
+                except IndexError:
+                    return
+                for fn in self._listeners:
+                    try:
+                        fn(w)
+                    except Exception:  # a listener failing never stops a write
+                        log.exception("write listener %r failed; removed", fn)
+                        self.remove_write_listener(fn)
+        finally:
+            self._deliver_lock.release()
 
     # ---------------------------------------------------------------- guardian
 
@@ -174,26 +214,32 @@ class Actuator:
             if th_adj:
                 asked["throttle"] = _json_number(throttle)
             context["clamped"] = asked
-        with self._io:
-            self._check_open()
-            if a_adj or th_adj:
-                with self._cond:
-                    self.clamped += a_adj + th_adj
-            w = DutyWrite(self._t(t_s), float(a), float(th), servo_ns, motor_ns, context)
-            w = self._device_write(w)
-            if w.context.get("event") not in ("guardian_trip", "guardian_lost"):
-                self._arm_watchdog()
-            return w
+        try:
+            with self._io:
+                self._check_open()
+                if a_adj or th_adj:
+                    with self._cond:
+                        self.clamped += a_adj + th_adj
+                w = DutyWrite(self._t(t_s), float(a), float(th), servo_ns, motor_ns, context)
+                w = self._device_write(w)
+                if w.context.get("event") not in ("guardian_trip", "guardian_lost"):
+                    self._arm_watchdog()
+                return w
+        finally:
+            self._deliver()
 
     def neutral(self, *, t_s: float | None = None, **context: Any) -> DutyWrite:
         """Write ``(servo mid, motor mid)``. Does not re-arm the watchdog (it cancels a pending
         deadline: the output is already at rest)."""
-        with self._io:
-            self._check_open()
-            w = self._device_write(self._neutral_for(self._t(t_s), context))
-            with self._cond:
-                self._expires_at_s = None
-            return w
+        try:
+            with self._io:
+                self._check_open()
+                w = self._device_write(self._neutral_for(self._t(t_s), context))
+                with self._cond:
+                    self._expires_at_s = None
+                return w
+        finally:
+            self._deliver()
 
     def raw(self, servo_ns: int | None, motor_ns: int | None, **context: Any) -> DutyWrite:
         """Write raw pulses (calibration tool); ``None`` keeps that channel's last pulse.
@@ -206,16 +252,20 @@ class Actuator:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= period:
                 raise CalibrationError(f"raw {name} pulse must be an integer in [0, {period}] ns, got {v!r}")
-        with self._io:
-            self._check_open()
-            s = self._pulses_ns[0] if servo_ns is None else int(servo_ns)
-            m = self._pulses_ns[1] if motor_ns is None else int(motor_ns)
-            cal = self.calibration
-            context.setdefault("raw", True)
-            w = DutyWrite(self._t(None), cal.servo.to_value(s), cal.motor.to_value(m), s, m, context)
-            w = self._device_write(w)
-            self._arm_watchdog()
-            return w
+        try:
+            with self._io:
+                self._check_open()
+                s = self._pulses_ns[0] if servo_ns is None else int(servo_ns)
+                m = self._pulses_ns[1] if motor_ns is None else int(motor_ns)
+                cal = self.calibration
+                context.setdefault("raw", True)
+                w = DutyWrite(self._t(None), cal.servo.to_value(s), cal.motor.to_value(m), s, m,
+                              context)
+                w = self._device_write(w)
+                self._arm_watchdog()
+                return w
+        finally:
+            self._deliver()
 
     def set_calibration(self, calibration: Calibration) -> None:
         """Use a new calibration from now on (for the output's neutral on close too).
@@ -274,6 +324,12 @@ class Actuator:
         results = self._output.emergency_neutral(timeout_s)
         if all(v == "ok" for v in results.values()):
             self._pulses_ns = self.calibration.neutral_ns()
+        if self._listeners and any(v == "ok" for v in results.values()):
+            w = self._neutral_for(self._t(None), {"event": "emergency"})
+            if not all(v == "ok" for v in results.values()):
+                w.context["channels"] = dict(results)
+            self._written.append(w)
+            self._deliver(wait_s=timeout_s)
         return results
 
     def close(self) -> None:
@@ -302,6 +358,7 @@ class Actuator:
         finally:
             if got_io:
                 self._io.release()
+            self._deliver(wait_s=CLOSE_WAIT_S)
             if self.guardian is not None:
                 self.guardian.close(clean=clean)
             if self._thread is not None and self._thread is not threading.current_thread():
@@ -374,6 +431,8 @@ class Actuator:
             self._writing_since_s = None
         self._pulses_ns = (w.servo_ns, w.motor_ns)
         self.last_write = w
+        if self._listeners:
+            self._written.append(w)
 
     def _arm_watchdog(self) -> None:
         if self.deadline_s is None:
@@ -412,6 +471,7 @@ class Actuator:
                     self._device_write(self._neutral_for(self._t(None), dict(self.watchdog_context)))
                 except Exception as exc:  # noqa: BLE001 - keep watching; the next expiry retries
                     log.error("watchdog could not write neutral: %s", exc)
+            self._deliver()
 
 
 def _json_number(v: Any) -> float | str:

@@ -125,6 +125,7 @@ def _drive(args: argparse.Namespace, signals) -> int:
             with contextlib.ExitStack() as adapters:
                 # Adapters (flight recorder, web cockpit) attach here, through `controls` only.
                 adapters.enter_context(recording.attach(controls, cfg))
+                adapters.callback(actuator.close)  # its final neutral, recorded before the bag closes
                 if cfg.web is not None:
                     from car_runtime import web
 

@@ -27,6 +27,9 @@ class Decision:
     angle: float  # [-1, 1] normally; continuous asymmetric bounds can exceed it (as stock)
     throttle: float
     valid: bool = True
+    #: The max speed (%) ``throttle`` was scaled with: it travels with the decision, so whoever
+    #: records it sees the value used even if the max speed changes right after (None: neutral).
+    max_speed_pct: float | None = None
 
 
 NEUTRAL = Decision(None, 0.0, 0.0, 0.0, 0.0, valid=False)
@@ -91,12 +94,14 @@ class ActionMapper:
 
     def _discrete(self, i: int) -> Decision:
         action = self.space.actions[i]  # type: ignore[union-attr]
+        pct = self._pct  # read once: another thread may set a new max speed meanwhile
         return Decision(
             i,
             action.steering_deg,
             action.speed_mps,
             steering_scale(action.steering_deg, self._max_steer),
-            self._pct / 100.0 * speed_curve(action.speed_mps, self._max_speed),
+            pct / 100.0 * speed_curve(action.speed_mps, self._max_speed),
+            max_speed_pct=pct,
         )
 
     def _continuous(self, raw_steer: float, raw_speed: float) -> Decision:
@@ -109,10 +114,12 @@ class ActionMapper:
             space.steering_high_deg - space.steering_low_deg
         )
         speed = space.speed_low_mps + (v1 + 1.0) / 2.0 * (space.speed_high_mps - space.speed_low_mps)
+        pct = self._pct
         return Decision(
             None,
             steer,
             speed,
             steering_scale(steer, self._max_steer),
-            self._pct / 100.0 * speed_curve(speed, self._max_speed),
+            pct / 100.0 * speed_curve(speed, self._max_speed),
+            max_speed_pct=pct,
         )

@@ -149,8 +149,14 @@ def _model_and_dropped(scan: mcapscan.McapScan) -> tuple[str | None, int | None]
     return model, dropped
 
 
+_SQLITE_ONE = ("SELECT m.data FROM messages m JOIN topics t ON m.topic_id = t.id "
+               "WHERE t.name = ? ORDER BY m.id {} LIMIT 1")
+
+
 def _from_sqlite(folder: Path, db: Path) -> SessionInfo:
-    frames, start, end = 0, None, None
+    """A torn sqlite3 session: what its last commit holds (counts, times; the model from the
+    first settings message and ``recording_dropped`` of the last audit message)."""
+    frames, start, end, model, dropped = 0, None, None, None, None
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
@@ -159,14 +165,23 @@ def _from_sqlite(folder: Path, db: Path) -> SessionInfo:
                 "WHERE t.name = ?", (messages.RL_RESULTS,)).fetchone()
             frames = int(row[0])
             start, end = con.execute("SELECT MIN(timestamp), MAX(timestamp) FROM messages").fetchone()
+            first_settings = con.execute(_SQLITE_ONE.format("ASC"), (messages.SETTINGS,)).fetchone()
+            last_write = con.execute(_SQLITE_ONE.format("DESC"), (messages.WRITES,)).fetchone()
         finally:
             con.close()
-    except sqlite3.Error:
+        store = messages.typestore()
+        if first_settings:
+            model = store.deserialize_cdr(first_settings[0], messages.RUN_SETTINGS).model_name
+        if last_write:
+            dropped = int(store.deserialize_cdr(last_write[0],
+                                                messages.DRIVE_WRITE).recording_dropped)
+    except Exception:  # an unreadable database, a damaged or foreign message: facts unknown
         pass
     return SessionInfo(
-        name=folder.name, path=folder, model=_model_from_name(folder.name), start_ns=start,
+        name=folder.name, path=folder, model=model or _model_from_name(folder.name),
+        start_ns=start,
         duration_s=(end - start) / 1e9 if start is not None and end is not None else 0.0,
-        frames=frames, dropped=None, size_bytes=_folder_size(folder), complete=False,
+        frames=frames, dropped=dropped, size_bytes=_folder_size(folder), complete=False,
         storage="sqlite3",
     )
 

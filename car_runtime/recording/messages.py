@@ -32,6 +32,11 @@ SERVO_CTRL = "deepracer_interfaces_pkg/msg/ServoCtrlMsg"
 DRIVE_WRITE = "car_runtime_msgs/msg/DriveWrite"
 RUN_SETTINGS = "car_runtime_msgs/msg/RunSettings"
 
+#: ``CompressedImage.format`` of a frame the recorder JPEG-encoded (image_transport's names):
+#: the source delivered pixels, so the bag holds a lossy copy of what the car decided on. The
+#: camera's own bytes are stored as ``jpeg`` (``png`` for PNG files).
+REENCODED_FORMATS = ("bgr8; jpeg compressed bgr8", "mono8; jpeg compressed mono8")
+
 #: topic -> message type, in the order the connections are added to a bag.
 TOPICS: dict[str, str] = {
     RL_RESULTS: INFER_RESULTS_ARRAY,

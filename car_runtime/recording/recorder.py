@@ -6,10 +6,18 @@ Attach it with :func:`attach` (``car-runtime run --record DIR`` / ``record_dir:`
         drive_with_signals(loop)
 
 It sees the car only through :class:`~car_runtime.controls.DriveControls` (a model listener and
-the ``recording`` status facts) and one step hook. The hook runs in the drive-loop thread and
-only copies references into a bounded queue (``put_nowait``); when the writer thread falls
-behind, the hook drops *recording* frames (counted: ``recording_dropped`` in every audit
-message, in ``status()["recording"]`` and in ``metadata.yaml``) -- never a drive frame.
+the ``recording`` status facts), the actuator's write listener and one step hook:
+
+- the **write listener** (:meth:`Actuator.add_write_listener`) sees every write in write order
+  -- the loop's, the watchdog's neutral, the guardian's refusals and losses, calibration pulses,
+  the final close and emergency neutral -- and queues it (a reference, ``put_nowait``);
+- the **step hook** runs in the loop thread right after a loop write and adds what the loop
+  knows about that write (the frame, a copy of the model output, the decision, which model made
+  it) to the queued entry.
+
+Both return at once. When the writer thread falls behind by ``queue_frames`` entries the
+listener drops *recording* entries (counted: ``recording_dropped`` in every audit message, in
+``status()["recording"]`` and in ``metadata.yaml``) -- never a drive frame.
 
 The writer thread applies the session rules (:mod:`.session`), serializes and writes the
 messages (:mod:`.messages`), flushes about once a second (``fsync`` every 5 s), and checks
@@ -18,7 +26,9 @@ or abandons the session, logs one warning, and records nothing more in this run:
 driving.
 
 Session folder: ``DIR/<model-name>-YYYYmmdd-HHMMSS/`` (local time of the first driving
-write), with ``metadata.yaml`` and ``<folder>.mcap`` (or ``.db3``) once closed.
+write), with ``metadata.yaml`` and ``<folder>.mcap`` (or ``.db3``) once closed. A model change
+closes the session: decisions are told apart by the pipeline that made them, so a frame of the
+old model never lands in the new model's session or the other way round.
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ import math
 import os
 import queue
 import re
+import itertools
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,23 +70,31 @@ FSYNC_S = 5.0
 FREE_CHECK_S = 1.0
 JPEG_QUALITY = 90  # only for sources that deliver pixels (video files)
 WRITER_NICE = 10  # the writer thread yields the CPU to the drive loop and inference
+#: How long the writer keeps later writes back while an earlier one is missing: a loop write
+#: waits for the step hook (called right after it), so another thread's write can arrive
+#: first; the writer puts them back in write order. Only a loop write that is never reported
+#: (the loop ended right after it) leaves a gap that long.
+GAP_WAIT_S = 1.0
 
 _END = object()
 
 
 @dataclass(slots=True)
 class _Item:
-    """One write, as the hook saw it (references only; ``output`` is a copy)."""
+    """One write (references only; ``output`` is a copy). The write listener creates it; a loop
+    write is queued by the step hook, which fills in the rest."""
 
-    t_s: float  # now_s() at the hook
+    seq: int  # write order (consecutive over the entries queued)
+    t_s: float  # now_s() when written
     write: "DutyWrite"
-    state: State
-    frame: Any  # Frame or None
-    output: np.ndarray | None
-    decision: Any  # Decision or None
-    max_speed_pct: float
     deadline_misses: int
-    dropped: int  # hook drops so far (all sessions)
+    dropped: int  # entries dropped so far (all sessions)
+    state: State | None = None  # the loop's state (loop writes)
+    frame: Any = None  # Frame or None
+    output: np.ndarray | None = None
+    decision: Any = None  # Decision or None
+    gen: int = 0  # which pipeline (model) the loop ran, 1, 2, ...; 0 = unknown
+    pipeline: Any = None  # weakref to that pipeline
 
 
 @dataclass(slots=True)
@@ -84,11 +104,12 @@ class _ModelChanged:
 
 class _Session:
     def __init__(self, name: str, path: Path, bag: BagWriter, model: "ModelInfo",
-                 dropped_at_open: int, t_open_s: float) -> None:
+                 pipeline: Any, dropped_at_open: int, t_open_s: float) -> None:
         self.name = name
         self.path = path
         self.bag = bag
         self.model = model
+        self.pipeline = pipeline  # weakref to the model's pipeline, or None
         self.dropped_at_open = dropped_at_open
         self.t_open_s = t_open_s
         self.frames = 0
@@ -138,12 +159,28 @@ class FlightRecorder:
         self.flush_s = flush_s
         self.fsync_s = fsync_s
         self._queue: queue.Queue = queue.Queue()
+        self._queue_peak = 0
         self._thread: threading.Thread | None = None
-        self._stopped = False  # read by the hook: recording is off for good
-        self._hook_dropped = 0  # written by the hook only
+        self._stopped = False  # read by the listener: recording is off for good
+        self._dropped = 0  # entries dropped because the writer fell behind
+        self._drop_lock = threading.Lock()  # only taken when dropping
+        # the loop thread's side (listener calls from it, and the step hook):
+        self._loop_tid: int | None = None  # learnt at the hook's first call
+        self._loop_item: _Item | None = None  # its last write, waiting for the hook
+        self._seq = itertools.count()  # listener calls are serialized: write order
+        self._hook_pipeline: Any = None  # weakref to the pipeline of the last hooked write
+        self._gen = 0
+        # the writer thread's side:
         self._rules = session.SessionState()
         self._session: _Session | None = None
         self._model: "ModelInfo" = controls.model
+        self._model_gen: int | None = None  # the pipeline generation self._model runs as
+        self._model_pipeline: Any = None
+        self._retired_gen = 0  # generations up to this one belong to replaced models
+        self._last_gen = 0
+        self._next_seq = 0  # the next write to record, in write order
+        self._held: dict[int, _Item] = {}  # writes that arrived before an earlier one
+        self._gap_since_s: float | None = None
         self.sessions: list[str] = []  # names of the sessions written in this run
         self.error: str | None = None
         self._free_mb: float | None = None
@@ -175,35 +212,70 @@ class FlightRecorder:
         self._thread.start()
         self.controls.add_model_listener(self._on_model)
         self.controls.add_facts("recording", self.facts)
+        self.loop.actuator.add_write_listener(self.on_write)
         self.loop.add_step_hook(self.on_step)
         return self
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop hooking the loop, close the open session (a complete bag), end the thread."""
+        """Stop listening, close the open session (a complete bag), end the thread. Close the
+        actuator first to have its final neutral in the bag."""
         self.loop.remove_step_hook(self.on_step)
+        self.loop.actuator.remove_write_listener(self.on_write)
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        pending, self._loop_item = self._loop_item, None
+        if pending is not None:  # the loop's last write, never reported by the hook
+            self._queue.put(pending)
         self._queue.put(_END)
         thread.join(timeout_s)
         if thread.is_alive():
             log.error("the flight recorder did not finish within %.0f s; the last session may be "
                       "torn (still readable)", timeout_s)
 
-    # -- the drive-loop side (must return at once) -------------------------------------------------
-    def on_step(self, result: "StepResult | None", w: "DutyWrite", state: State) -> None:
+    # -- the writers' side (any thread; must return at once) -------------------------------------
+    def on_write(self, w: "DutyWrite") -> None:
+        """Actuator write listener: queue every write (a loop write: hand it to the hook)."""
         if self._stopped:
             return
-        if self._queue.qsize() >= self.queue_frames:
-            self._hook_dropped += 1
+        from_loop = threading.get_ident() == self._loop_tid
+        if from_loop and self._loop_item is not None:
+            # an earlier loop write the hook never saw (the guardian undid it): as it is
+            self._queue.put_nowait(self._loop_item)
+            self._loop_item = None
+        n = self._queue.qsize()
+        if n >= self.queue_frames:
+            with self._drop_lock:
+                self._dropped += 1
             return
-        loop = self.loop
-        if result is None:
-            item = _Item(now_s(), w, state, None, None, None, loop.max_speed_pct,
-                         loop.actuator.deadline_misses, self._hook_dropped)
+        if n >= self._queue_peak:
+            self._queue_peak = n + 1
+        item = _Item(next(self._seq), now_s(), w, self.loop.actuator.deadline_misses,
+                     self._dropped)
+        if from_loop:
+            self._loop_item = item  # queued by the step hook, once complete: one wake-up
         else:
-            item = _Item(now_s(), w, state, result.frame, result.output.copy(), result.decision,
-                         loop.max_speed_pct, loop.actuator.deadline_misses, self._hook_dropped)
+            self._queue.put_nowait(item)
+
+    def on_step(self, result: "StepResult | None", w: "DutyWrite", state: State) -> None:
+        """Step hook (loop thread, right after ``w`` was written): add the loop's view of it
+        and queue it. Until its first call the loop thread is unknown, so the loop's first
+        write (a neutral before any session can open) is queued without it."""
+        if self._loop_tid is None:
+            self._loop_tid = threading.get_ident()
+        item = self._loop_item
+        if item is None or item.write is not w:
+            return  # dropped (counted), or recording stopped
+        self._loop_item = None
+        pipeline = self.loop.pipeline  # the loop thread swaps it: this one made the decision
+        ref = self._hook_pipeline
+        if ref is None or ref() is not pipeline:
+            self._gen += 1
+            self._hook_pipeline = ref = weakref.ref(pipeline)
+        item.gen, item.pipeline, item.state = self._gen, ref, state
+        if result is not None:
+            item.frame, item.output, item.decision = (result.frame, result.output.copy(),
+                                                      result.decision)
         self._queue.put_nowait(item)
 
     def _on_model(self, info: "ModelInfo") -> None:
@@ -219,8 +291,12 @@ class FlightRecorder:
             "dir": str(self.root),
             "session": s.name if s is not None else None,
             "frames": s.frames if s is not None else 0,
+            "writes": s.writes if s is not None else 0,
             "dropped": s.dropped if s is not None else 0,
-            "dropped_total": self._hook_dropped,
+            "dropped_total": self._dropped,
+            "queued": self._queue.qsize(),
+            "queue_peak": self._queue_peak,
+            "queue_limit": self.queue_frames,
             "bytes": s.bytes if s is not None else 0,
             "sessions": len(self.sessions),
             "free_mb": None if self._free_mb is None else round(self._free_mb, 1),
@@ -240,29 +316,81 @@ class FlightRecorder:
                 item = self._queue.get(timeout=tick_s)
             except queue.Empty:
                 item = None
-            if item is _END:
-                self._apply(session.Event.END, now_s(), None)
-                return
             if self._stopped and self._session is None:
+                self._held.clear()
+                if item is _END:
+                    return
                 continue  # drain: nothing is recorded any more
             try:
+                if item is _END:
+                    self._release(force=True)
+                    self._apply(session.Event.END, now_s(), None)
+                    return
                 if isinstance(item, _ModelChanged):
-                    self._model = item.info
-                    self._apply(session.Event.MODEL_CHANGED, now_s(), None)
-                    settings.model_sha256(item.info.path)
+                    self._release()
+                    self._model_changed(item.info)
                 elif item is None:
+                    self._release()
                     self._apply(session.Event.TICK, now_s(), None)
+                elif item.seq < self._next_seq:  # late, after its gap was given up
+                    self._write(item)
                 else:
-                    driving = (item.frame is not None and item.state is State.ARMED
-                               and item.decision is not None and item.decision.valid)
-                    event = session.Event.DRIVING if driving else session.Event.WRITE
-                    self._apply(event, item.t_s, item)
+                    self._held[item.seq] = item
+                    self._release()
                 self._housekeeping()
             except OSError as exc:
                 self._fail(exc)
             except Exception as exc:  # a bug must not take the car down: stop recording
                 log.exception("flight recorder failed")
                 self._fail(exc)
+            if item is _END:
+                return
+
+    def _release(self, force: bool = False) -> None:
+        """Record the held writes that are next in write order; give up on a missing one
+        after ``GAP_WAIT_S`` (or at once with ``force``)."""
+        held = self._held
+        while held:
+            while self._next_seq in held:
+                self._write(held.pop(self._next_seq))
+                self._next_seq += 1
+            if not held:
+                break
+            t = now_s()
+            if self._gap_since_s is None:
+                self._gap_since_s = t
+            if not force and t - self._gap_since_s < GAP_WAIT_S:
+                return
+            self._next_seq = min(held)  # the missing write never came
+        self._gap_since_s = None
+
+    def _write(self, item: _Item) -> None:
+        self._apply(self._event_for(item), item.t_s, item)
+
+    def _model_changed(self, info: "ModelInfo") -> None:
+        """Controls are about to swap in ``info``: close the session; the next pipeline the loop
+        runs is that model (its decisions open the next session)."""
+        self._apply(session.Event.MODEL_CHANGED, now_s(), None)
+        self._model = info
+        self._retired_gen = max(self._retired_gen, self._last_gen)
+        self._model_gen = self._model_pipeline = None
+        settings.model_sha256(info.path)
+
+    def _event_for(self, item: _Item) -> session.Event:
+        driving = (item.frame is not None and item.state is State.ARMED
+                   and item.decision is not None and item.decision.valid)
+        g = item.gen
+        if g:
+            self._last_gen = max(self._last_gen, g)
+            if self._model_gen is None and g > self._retired_gen:
+                self._model_gen, self._model_pipeline = g, item.pipeline
+            elif self._model_gen is not None and g > self._model_gen:
+                # the loop's pipeline changed without DriveControls.load_model: a model change
+                self._model_changed(self.controls.model)
+                self._model_gen, self._model_pipeline = g, item.pipeline
+            if g != self._model_gen:
+                driving = False  # a decision of the model being replaced opens no session
+        return session.Event.DRIVING if driving else session.Event.WRITE
 
     def _apply(self, event: session.Event, t_s: float, item: _Item | None) -> None:
         self._rules, action = session.step(self._rules, event, t_s, self.idle_close_s)
@@ -285,8 +413,9 @@ class FlightRecorder:
             path = self.root / f"{name}-{n}"
             n += 1
         bag = BagWriter(path, self.storage)
-        dropped = item.dropped if item is not None else self._hook_dropped
-        self._session = _Session(path.name, path, bag, self._model, dropped, now_s())
+        dropped = item.dropped if item is not None else self._dropped
+        self._session = _Session(path.name, path, bag, self._model, self._model_pipeline,
+                                 dropped, now_s())
         self.sessions.append(path.name)
         log.info("recording session %s", path)
 
@@ -319,16 +448,21 @@ class FlightRecorder:
         offset_s = time.time() - now_s()  # wall clock - monotonic, now
         t_ns = int((item.t_s + offset_s) * 1e9)
         s.dropped = item.dropped - s.dropped_at_open
-        if item.max_speed_pct != s.max_speed_pct:
-            s.max_speed_pct = item.max_speed_pct
+        d = item.decision
+        # the max speed the decision was made with (it travels with it), so --verify recomputes
+        # with the same value even if it changed between the decision and this write
+        pct = d.max_speed_pct if d is not None and d.max_speed_pct is not None else (
+            s.max_speed_pct if s.max_speed_pct is not None else self.loop.max_speed_pct)
+        if pct != s.max_speed_pct:
+            s.max_speed_pct = pct
             s.bytes += s.bag.write(messages.SETTINGS, t_ns, self._settings_msg(c, t_ns, s))
         w = item.write
         frame = item.frame
         if frame is not None:
             stamp = _stamp(c, frame.t_capture_s + offset_s)
             header = c.Header(stamp=stamp, frame_id=str(frame.seq))
-            images = [c.CompressedImage(header=header, format="jpeg", data=_jpeg(img))
-                      for img in frame.images]
+            images = [c.CompressedImage(header=header, format=fmt, data=data)
+                      for fmt, data in map(_compressed, frame.images)]
             out = item.output
             results = [c.InferResults(class_label=i, class_prob=float(v), x_min=0.0, y_min=0.0,
                                       x_max=0.0, y_max=0.0) for i, v in enumerate(out)]
@@ -346,10 +480,11 @@ class FlightRecorder:
         ctx = w.context
         seq, age = ctx.get("frame_seq"), ctx.get("frame_age_ms")
         clamped = ctx.get("clamped")
+        state = ctx.get("state") or (item.state.value if item.state is not None else "")
         return c.DriveWrite(
             stamp=_stamp_ns(c, t_ns),
             t=float(w.t_s),
-            state=str(ctx.get("state") or item.state.value),
+            state=str(state),
             event=str(ctx.get("event") or ""),
             angle=float(w.angle),
             throttle=float(w.throttle),
@@ -374,7 +509,7 @@ class FlightRecorder:
     def _settings_msg(self, c: Any, t_ns: int, s: _Session) -> Any:
         cfg = self.config
         model = s.model
-        pipeline = self.loop.pipeline
+        pipeline = (s.pipeline() if s.pipeline is not None else None) or self.loop.pipeline
         try:
             compiled = pipeline.policy.compiled_properties()
         except Exception:  # best effort: a property OpenVINO does not report
@@ -456,16 +591,18 @@ def _stamp_ns(c: Any, t_ns: int) -> Any:
     return c.Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
 
 
-def _jpeg(img: Any) -> np.ndarray:
-    """The camera's own bytes as a uint8 array (no copy); pixels are JPEG-encoded here."""
+def _compressed(img: Any) -> tuple[str, np.ndarray]:
+    """``(format, data)`` of one camera image: the camera's own bytes as a uint8 array (no
+    copy), format ``jpeg`` (``png`` for PNG files); pixels are JPEG-encoded here and say so."""
     if isinstance(img, (bytes, bytearray, memoryview)):
-        return np.frombuffer(img, np.uint8)
+        data = np.frombuffer(img, np.uint8)
+        return ("png" if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n" else "jpeg"), data
     import cv2
 
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError("OpenCV could not JPEG-encode a frame")
-    return buf.reshape(-1)
+    return messages.REENCODED_FORMATS[img.ndim == 2], buf.reshape(-1)
 
 
 @contextmanager

@@ -170,6 +170,7 @@ class CarRuntimeNode(Node):
         self._adapters = contextlib.ExitStack()  # the flight recorder (record_dir)
         try:
             self._adapters.enter_context(recording.attach(self.controls, self.config))
+            self._adapters.callback(self.actuator.close)  # its final neutral goes in the bag
         except BaseException:
             self.source.close()
             self.actuator.close()

@@ -277,13 +277,18 @@ class BagSource(FrameSource):
 
 
 def _header_meta(msg: Any) -> dict:
-    """``header_stamp_ns`` and ``frame_id`` of an image message with a header (else {})."""
+    """``header_stamp_ns`` and ``frame_id`` of an image message with a header, and ``format``
+    of a CompressedImage (else {})."""
     header = getattr(msg, "header", None)
     if header is None:
         return {}
     stamp = header.stamp
-    return {"header_stamp_ns": int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+    meta = {"header_stamp_ns": int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
             "frame_id": str(header.frame_id)}
+    fmt = getattr(msg, "format", None)
+    if isinstance(fmt, str):
+        meta["format"] = fmt
+    return meta
 
 
 def _has_images_array(fielddefs: dict, msgtype: str) -> bool:

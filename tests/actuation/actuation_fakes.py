@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import wait_until  # noqa: F401 - the actuation tests import it from here
+
 PWM_ATTRS = {"period": "0", "duty_cycle": "0", "enable": "0", "polarity": "normal"}
 GPIO_ATTRS = {"direction": "in", "value": "1", "active_low": "0", "edge": "none"}
 
@@ -192,13 +194,3 @@ class MaestroSim:
         os.close(self.slave)
 
 
-def wait_until(pred, timeout_s: float = 10.0, what: str = "condition"):
-    """Poll ``pred`` until truthy (generous timeout; never a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)

@@ -168,6 +168,75 @@ def test_concurrent_commands_and_watchdog(cal):
     assert pulses(rec.writes[-1]) == NEUTRAL
 
 
+def test_write_listener_hears_every_write_in_write_order(cal):
+    """Commands from 4 threads, the watchdog (1 ms deadline), raw pulses, neutral, an emergency
+    neutral and close: the listener hears exactly the writes the output got, in its order."""
+    rec = Recorder(cal)
+    heard: list[DutyWrite] = []
+    with Actuator(rec, cal, deadline_s=0.001) as act:
+        act.add_write_listener(heard.append)
+
+        def hammer(k):
+            for i in range(200):
+                act.command((i % 21 - 10) / 10, 0.1 * k, k=k)
+                if i % 50 == 0:
+                    act.raw(1500000, None, k=k)
+                    act.neutral(k=k)
+        ts = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        time.sleep(0.05)  # let the watchdog fire after the last command
+        assert act.deadline_misses >= 1
+        results = act.emergency_neutral()
+        assert results == {"record": "ok"}
+    body = rec.writes[1:]  # after the start write (made before the listener was added)
+    assert len(heard) == len(body) > 800
+    assert all(h is w for h, w in zip(heard[:-2], body[:-2]))  # the very same objects, in order
+    emergency, close = heard[-2:]
+    assert emergency.context == {"event": "emergency"} == body[-2].context
+    assert pulses(emergency) == pulses(body[-2]) == NEUTRAL
+    assert close is body[-1] and close.context["event"] == "close"
+    deadline = [w for w in heard if w.context.get("event") == "deadline"]
+    assert len(deadline) == act.deadline_misses
+
+
+def test_write_listener_runs_outside_the_device_lock(cal):
+    """While a listener runs, another thread's device write goes through (a listener is never
+    called with the lock a device write needs); a listener that raises is removed."""
+    rec = Recorder(cal)
+    act = Actuator(rec, cal)
+    other_wrote: list[bool] = []
+
+    def listener(w):
+        if other_wrote:
+            return
+        t = threading.Thread(target=act.command, args=(0.2, 0.2), kwargs={"tag": "other"},
+                             daemon=True)
+        t.start()
+        end = time.monotonic() + 5
+        while time.monotonic() < end and rec.writes[-1].context.get("tag") != "other":
+            time.sleep(0.001)
+        other_wrote.append(rec.writes[-1].context.get("tag") == "other")
+
+    act.add_write_listener(listener)
+    act.command(0.5, 0.5, tag="first")
+    assert other_wrote == [True]
+
+    calls: list[DutyWrite] = []
+
+    def broken(w):
+        calls.append(w)
+        raise ValueError("listener bug")
+
+    act.add_write_listener(broken)
+    first = act.command(0.1, 0.1)  # logged, removed; the write stands
+    second = act.command(0.3, 0.3)
+    assert calls == [first] and rec.writes[-2:] == [first, second]
+    act.close()
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     t=st.lists(st.integers(0, 20_000_000), min_size=6, max_size=6, unique=True).map(sorted),

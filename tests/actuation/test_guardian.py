@@ -148,6 +148,8 @@ def test_the_guardian_ignores_the_signals_a_terminal_or_systemctl_send(link):
 
 def test_guardian_death_puts_the_actuator_at_neutral_and_refuses_driving(guarded, cal):
     act, rec, g = guarded
+    heard = []
+    act.add_write_listener(heard.append)  # the flight recorder's view: every write
     act.command(0.3, 0.4)
     os.kill(g.pid, signal.SIGKILL)
     wait_until(lambda: act.guardian_failure is not None, 5, "the failure")
@@ -156,6 +158,8 @@ def test_guardian_death_puts_the_actuator_at_neutral_and_refuses_driving(guarded
     assert (rec.writes[-1].servo_ns, rec.writes[-1].motor_ns) == cal.neutral_ns()
     w = act.command(0.3, 0.4)
     assert (w.servo_ns, w.motor_ns) == cal.neutral_ns() and w.context["event"] == "guardian_lost"
+    assert heard == rec.writes[1:]  # the neutral written from the guardian thread too
+    assert [x.context.get("event") for x in heard] == [None, "guardian_lost", "guardian_lost"]
 
 
 def test_stopped_guardian_counts_as_lost(tmp_path):
@@ -273,6 +277,8 @@ def test_a_write_frozen_in_flight_is_undone_by_the_runtime_as_it_returns(tmp_pat
     act = Actuator(out, cal)
     g = GuardianLink(file_targets(tmp_path), DEADLINE_S)
     act.attach_guardian(g)
+    heard = []
+    act.add_write_listener(heard.append)
     try:
         g.set_armed(True)
         result: list = []
@@ -286,6 +292,9 @@ def test_a_write_frozen_in_flight_is_undone_by_the_runtime_as_it_returns(tmp_pat
         assert out.pulses[-2] != neutral and out.pulses[-1] == neutral  # undone right after
         assert result[0].context["event"] == "guardian_trip"
         assert (result[0].servo_ns, result[0].motor_ns) == neutral
+        # the caller sees only the neutral; the write listeners hear both writes, in order
+        assert [(w.servo_ns, w.motor_ns) for w in heard] == out.pulses[-2:]
+        assert heard[-1] is result[0] and heard[0].context.get("event") is None
     finally:
         act.close()
 

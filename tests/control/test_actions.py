@@ -59,8 +59,10 @@ def test_docs_worked_example():
     d = mapper.decide(one_hot(3, 1))
     assert (d.action_index, d.steering_deg, d.speed_mps) == (1, 0.0, 0.2)
     assert d.throttle == pytest.approx(0.475, abs=1e-12)
+    assert d.max_speed_pct == 100.0  # the max speed travels with the decision
     mapper.max_speed_pct = 40
     assert mapper.decide(one_hot(3, 1)).throttle == pytest.approx(0.19, abs=1e-12)
+    assert mapper.decide(one_hot(3, 1)).max_speed_pct == 40.0 and d.max_speed_pct == 100.0
     # the curve's anchor points: (max/2, 0.8) and (max, 1.0)
     assert mapper.decide(one_hot(3, 2)).throttle == pytest.approx(0.4 * 0.8, abs=1e-12)
     assert mapper.decide(one_hot(3, 0)).throttle == pytest.approx(0.4 * 1.0, abs=1e-12)
@@ -168,7 +170,7 @@ def test_continuous_matches_stock(name, raw):
     d = mapper.decide(np.array(raw, np.float32))
     raw32 = tuple(float(np.float32(r)) for r in raw)
     s, v, angle, throttle = stock_continuous(raw32, steer, speed, 60)
-    assert d.valid and d.action_index is None
+    assert d.valid and d.action_index is None and d.max_speed_pct == 60
     assert d.steering_deg == pytest.approx(s, abs=1e-9)
     assert d.speed_mps == pytest.approx(v, abs=1e-9)
     assert d.angle == pytest.approx(angle, abs=1e-9)

@@ -29,12 +29,20 @@ def _big_frames(src: Path, out: Path, count: int) -> Path:
     return out
 
 
-def test_kill_9_mid_recording_replays_up_to_near_the_kill(tmp_path, demo_model, footage_seq_dir):
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_kill_9_mid_recording_replays_up_to_near_the_kill(tmp_path, demo_model, footage_seq_dir,
+                                                          storage):
+    """kill -9 while recording: the session (an MCAP without its end, or a .db3 with a hot
+    journal of its open transaction) is listed as torn with its model and drop count, and
+    replays and verifies what the last flush/commit holds."""
     root, jsonl = tmp_path / "bags", tmp_path / "drive.jsonl"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"record_storage: {storage}\n")
     proc = subprocess.Popen(
         [*car_runtime_cmd(), "run", "--model", str(demo_model), "--camera", str(footage_seq_dir),
          "--fps", "30", "--output", f"record:{jsonl}", "--arm", "--record", str(root),
-         "--status-interval", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--status-interval", "0", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until ~60 frames were driven
@@ -48,13 +56,14 @@ def test_kill_9_mid_recording_replays_up_to_near_the_kill(tmp_path, demo_model, 
     (session,) = [p for p in root.iterdir() if p.is_dir()]
     assert not (session / "metadata.yaml").exists()  # the writer never closed: torn
     (info,) = list_sessions(root)
-    assert not info.complete
+    assert not info.complete and info.storage == storage
+    assert info.model == "demo-untrained-deep-ffc-discrete" and info.dropped == 0
     out = subprocess.run([*car_runtime_cmd(), "replay", str(session), "--verify"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "torn bag" in out.stdout
     replayed = int(out.stdout.split("verified ")[1].split("/")[0])
-    print(f"kill -9 after {len(driven)} driven frames: {replayed} replayable "
+    print(f"{storage}: kill -9 after {len(driven)} driven frames: {replayed} replayable "
           f"({len(driven) - replayed} lost); catalog: {info.frames} frames")
     assert info.frames == replayed
     # the recorder flushes every second (30 frames): at most that, plus the frames in flight

@@ -9,12 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COMMUNITY_MSGS, SESSION_RE, mcap_messages, read_jsonl
+from conftest import (COMMUNITY_MSGS, SESSION_RE, frames_folder, mcap_messages, read_jsonl,
+                      run_recorded)
 
 from helpers import car_runtime_cmd
 
 SHARED = ("t", "angle", "throttle", "servo_ns", "motor_ns", "frame_seq", "frame_age_ms", "state",
           "event")
+
+
+def _as_record(a) -> dict:
+    """An audit message as the record: output writes it (the shared keys)."""
+    return {"t": a.t, "angle": a.angle, "throttle": a.throttle, "servo_ns": a.servo_ns,
+            "motor_ns": a.motor_ns, "frame_seq": None if a.frame_seq < 0 else a.frame_seq,
+            "frame_age_ms": None if math.isnan(a.frame_age_ms) else a.frame_age_ms,
+            "state": a.state or None, "event": a.event or None}
 
 
 def _session(recorded) -> Path:
@@ -82,27 +91,79 @@ def test_audit_matches_the_record_output_write_for_write(recorded):
     audit = [m for t, _, _, m in msgs if t == "/car_runtime/writes"]
     lines = read_jsonl(recorded.jsonl)
     first = next(i for i, ln in enumerate(lines) if ln["t"] == audit[0].t)
-    span = [ln for ln in lines[first:] if ln["t"] <= audit[-1].t]
+    span = lines[first:]  # from the session's first write to the actuator's final neutral
     assert audit[-1].deadline_misses == 0
     assert len(span) == len(audit)
 
-    def as_record(a):
-        return {"t": a.t, "angle": a.angle, "throttle": a.throttle, "servo_ns": a.servo_ns,
-                "motor_ns": a.motor_ns, "frame_seq": None if a.frame_seq < 0 else a.frame_seq,
-                "frame_age_ms": None if math.isnan(a.frame_age_ms) else a.frame_age_ms,
-                "state": a.state, "event": a.event or None}
-
     for a, ln in zip(audit, span):
-        assert as_record(a) == {k: ln.get(k) for k in SHARED}
+        assert _as_record(a) == {k: ln.get(k) for k in SHARED}
     decided = [a for a in audit if a.decided]
     assert len(decided) == sum(ln.get("frame_seq") is not None for ln in lines)
-    assert audit[-1].event == "exit"
+    assert [a.event for a in audit[-2:]] == ["exit", "close"]  # the loop's, then the actuator's
     rl = [m for t, _, _, m in msgs if t == "/inference_pkg/rl_results"]
     for a, r in zip(decided, rl):
         assert a.frame_seq == int(r.images[0].header.frame_id)
         assert a.action_index == int(np.argmax([x.class_prob for x in r.results]))
         assert np.array_equal(np.asarray(a.output, np.float32),
                               np.array([x.class_prob for x in r.results], np.float32))
+
+
+def test_audit_has_every_write_also_the_watchdogs(tmp_path, demo_model, footage_seq_dir):
+    """A slow camera (5 fps): 100 ms after each command the actuator's watchdog writes neutral
+    from its own thread (a deadline miss). The audit topic has every write of the record: output
+    from the session's first on, in order and with the same values: the loop's, the watchdog's
+    and the actuator's final neutral."""
+    frames = frames_folder(footage_seq_dir, tmp_path / "frames", 20)
+    run = run_recorded(tmp_path, demo_model, frames, fps=5)
+    assert run.proc.returncode == 0, run.proc.stderr
+    (session,) = run.sessions
+    audit = [m for t, _, _, m in mcap_messages(session / f"{session.name}.mcap")
+             if t == "/car_runtime/writes"]
+    lines = read_jsonl(run.jsonl)
+    first = next(i for i, ln in enumerate(lines) if ln["t"] == audit[0].t)
+    assert [_as_record(a) for a in audit] == [{k: ln.get(k) for k in SHARED}
+                                              for ln in lines[first:]]
+    misses = [a for a in audit if a.event == "deadline"]
+    print(f"{len(audit)} writes recorded, {len(misses)} of them the watchdog's")
+    assert len(misses) >= 10 and all(a.state == "fault" and not a.decided for a in misses)
+    assert audit[-1].deadline_misses == sum(ln["event"] == "deadline" for ln in lines)
+    assert [a.event for a in audit[-2:]] == ["exit", "close"]
+
+
+def test_pixels_from_a_video_are_jpeg_encoded_and_verify_says_so(tmp_path, demo_model,
+                                                                 footage_seq_dir):
+    """A video file delivers decoded pixels, not the camera's bytes: the recorder JPEG-encodes
+    them (format ``bgr8; jpeg compressed bgr8``, image_transport's name) and --verify, which can
+    only decide from that lossy copy, says so and keeps any difference there apart."""
+    import cv2
+
+    video = tmp_path / "drive.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    originals = [cv2.imread(str(p)) for p in sorted(footage_seq_dir.glob("*.jpg"))[:60]]
+    for img in originals:
+        writer.write(img)
+    writer.release()
+    run = run_recorded(tmp_path, demo_model, video)
+    assert run.proc.returncode == 0, run.proc.stderr
+    (session,) = run.sessions
+    results = [m for t, _, _, m in mcap_messages(session / f"{session.name}.mcap")
+               if t == "/inference_pkg/rl_results"]
+    assert len(results) > 50
+    for r in results:
+        (img,) = r.images
+        assert img.format == "bgr8; jpeg compressed bgr8"
+        decoded = cv2.imdecode(np.frombuffer(bytes(img.data), np.uint8), cv2.IMREAD_COLOR)
+        original = originals[int(img.header.frame_id) - 1]
+        assert decoded.shape == original.shape  # (a lossy copy of the frame: close, not equal)
+        assert cv2.PSNR(decoded, original) > 25
+    out = subprocess.run([*car_runtime_cmd(), "replay", str(session), "--verify"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    n = len(results)
+    assert f"{n} of the frames were JPEG-encoded by the recorder" in out.stdout
+    m = re.search(rf"verified (\d+)/{n} frames: identical decisions", out.stdout)
+    assert m and int(m[1]) >= n - 5, out.stdout  # (JPEG rarely flips a decision)
+    print(out.stdout.strip().splitlines()[-1])
 
 
 def test_plain_rosbags_with_msg_text_from_the_test(recorded):

@@ -271,3 +271,9 @@ def test_record_dir_parameter_leaves_a_bag(
     assert session.complete and session.frames == len(
         [r for r in read_records(record) if r.get("frame_seq") is not None])
     assert session.model == "demo-untrained-deep-ffc-discrete"
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([session.path]) as reader:  # the bag's own definitions
+        conns = [c for c in reader.connections if c.topic == "/car_runtime/writes"]
+        events = [reader.deserialize(raw, c.msgtype).event for c, _t, raw in reader.messages(conns)]
+    assert events[-2:] == ["exit", "close"]  # the actuator's final neutral is in the bag too
