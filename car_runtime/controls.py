@@ -161,23 +161,22 @@ class DriveControls:
 
     def disarm(self, *, wait_s: float = 0.0) -> tuple[bool, str]:
         """Stop driving (neutral) but keep the loop running; clears a latched fault."""
-        with self._lock:
-            self.want_armed = False
-            self.loop.disarm()
-        if not wait_s:
-            return True, "disarm requested"
-        ok = self.wait_state(State.DISARMED, wait_s)
-        return ok, ("neutral, disarmed" if ok else f"state is {self.loop.state.value}")
+        return self._stand_down(self.loop.disarm, wait_s, "disarm requested", "")
 
     def stop(self, *, wait_s: float = 0.0) -> tuple[bool, str]:
         """Neutral and disarm (the STOP button, the ROS ``stop`` service)."""
+        return self._stand_down(self.loop.stop_driving, wait_s, "stop requested",
+                                "stop requested; ")
+
+    def _stand_down(self, post: Callable[[], None], wait_s: float, requested: str,
+                    failed_prefix: str) -> tuple[bool, str]:
         with self._lock:
             self.want_armed = False
-            self.loop.stop_driving()
+            post()
         if not wait_s:
-            return True, "stop requested"
+            return True, requested
         ok = self.wait_state(State.DISARMED, wait_s)
-        return ok, ("neutral, disarmed" if ok else f"stop requested; state is {self.loop.state.value}")
+        return ok, ("neutral, disarmed" if ok else f"{failed_prefix}state is {self.loop.state.value}")
 
     def set_max_speed_pct(self, pct: Any) -> float:
         """Set the throttle scale (0-100, like the stock slider) live; ConfigError otherwise."""

@@ -365,7 +365,6 @@ class DriveLoop:
             "frame_age_ms": round(age_s * 1e3, 3),
             "state": self.state.value,
         }
-        self.actuator.set_armed(self.state is State.ARMED)
         if verdict.drive and decision.valid:
             w = self.actuator.command(decision.angle, decision.throttle, **context)
             if w.context.get("event") is None:  # not refused (guardian trip / lost)
