@@ -306,9 +306,9 @@ _KINDS = {"archive": "in an archive", "folder": "in a folder", "file": "file"}
 
 
 def _openvino_version() -> str:
-    import openvino as ov
+    from car_runtime.model.policy import import_openvino
 
-    return ov.__version__.split("-")[0]
+    return import_openvino().__version__.split("-")[0]
 
 
 def _calibration(settings: BenchSettings):

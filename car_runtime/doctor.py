@@ -767,10 +767,11 @@ def probe_main(request: dict[str, Any]) -> dict[str, Any]:
     logging.getLogger("car_runtime").setLevel(logging.WARNING)
     out: dict[str, Any] = {}
     try:
-        import openvino as ov
+        from car_runtime.model.policy import import_openvino, shared_core
+
+        ov = import_openvino()
     except Exception as exc:  # noqa: BLE001 - report any import failure
         return {"error": f"{type(exc).__name__}: {exc}"}
-    from car_runtime.model.policy import shared_core
 
     c = shared_core()
     out["version"] = ov.get_version().split("-")[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -100,6 +101,22 @@ def _ov_reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def import_openvino():
+    """The ``openvino`` module, imported with Intel's usage telemetry off.
+
+    ``import openvino`` otherwise sends a "general_import" event to Google Analytics and keeps
+    a client id and a usage counter under ``~/intel`` (unless a consent file or a CI variable
+    says no). A car sends nothing anywhere and writes nothing outside its configured paths, so
+    ``openvino_telemetry`` is made unimportable before OpenVINO is first imported; OpenVINO
+    then uses its own no-op stub. Every import of OpenVINO in car-runtime goes through here.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None: ``import`` raises ImportError
+    import openvino
+
+    return openvino
+
+
 _core_lock = threading.Lock()
 _core = None
 
@@ -109,9 +126,7 @@ def shared_core():
     global _core
     with _core_lock:
         if _core is None:
-            import openvino as ov
-
-            _core = ov.Core()
+            _core = import_openvino().Core()
         return _core
 
 
@@ -147,8 +162,7 @@ class Policy:
         threads: int | None = None,
         batch: int = 1,
     ) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         metadata.check_runnable()
         self.metadata = metadata
         self.device = device
