@@ -33,6 +33,13 @@ class HardwareError(CarRuntimeError):
     """A device (PWM chip, GPIO, serial port, camera) is missing or not accessible."""
 
 
+class GuardianLostError(HardwareError):
+    """The guardian process died: the outputs are at neutral and nothing may drive (exit 6,
+    like ``run``)."""
+
+    exit_code = 6
+
+
 class SourceError(CarRuntimeError):
     """A frame source (camera, video, image folder, bag) cannot be opened or read."""
 

@@ -653,9 +653,11 @@ def open_actuator(cfg: "RunConfig") -> Actuator:
     return actuator
 
 
-def attach_guardian(actuator: Actuator, deadline_s: float) -> None:
+def attach_guardian(actuator: Actuator, deadline_s: float, *,
+                    to_disable: str = "set guardian: false") -> None:
     """Start the guardian process for ``actuator``'s output (if another process can reach it;
-    otherwise a warning) and attach it. HardwareError if it cannot start."""
+    otherwise a warning) and attach it. HardwareError if it cannot start (its message ends
+    with ``to_disable``: how to go on without a guardian)."""
     from car_runtime.actuation.guardian import GuardianError, GuardianLink
     from car_runtime.actuation.recorder import Recorder
     from car_runtime.errors import HardwareError
@@ -672,7 +674,7 @@ def attach_guardian(actuator: Actuator, deadline_s: float) -> None:
         link = GuardianLink(targets, deadline_s)
     except GuardianError as exc:
         raise HardwareError(
-            f"the guardian process could not start: {exc}; fix that, or set guardian: false to "
+            f"the guardian process could not start: {exc}; fix that, or {to_disable} to "
             "drive without the out-of-process fail-safe"
         ) from None
     actuator.attach_guardian(link)

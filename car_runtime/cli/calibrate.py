@@ -12,7 +12,9 @@ Put the car on a stand (wheels off the ground) and stop anything else driving th
     car-runtime calibrate --file ./cal.json --output record:cal.jsonl   # try it on a laptop
 
 Every exit of the interactive tool (q, Ctrl-C, SIGTERM, a lost terminal) leaves both
-channels at neutral.
+channels at neutral. On a real output (sysfs, a serial device) the guardian process of ``run``
+watches it too: frozen (Ctrl-Z, SIGSTOP) or killed, both channels go to the saved neutral
+within 100 ms, and after ``fg`` the pulses start again from there.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FINE_NS = 1_000
 NUDGE_LIMITS_NS = (500_000, 2_500_000)  # standard RC pulse range; beyond it servos stall
 KEEPALIVE_S = 0.4  # resend the held pulse (the actuator watchdog is 1 s)
 WATCHDOG_S = 1.0
+GUARDIAN_DEADLINE_S = 0.1  # frozen or killed this long -> the guardian writes neutral (as run)
 SWEEP_STEP_S = 0.04
 FIELDS = ("min", "mid", "max")
 GUIDE = {
@@ -59,6 +62,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--restore", type=int, metavar="N", help="make previous version N (1 = newest) current")
     g.add_argument("--reset-defaults", action="store_true", help="save the stock factory calibration")
     p.add_argument("--json", action="store_true", help="with --show/--history: JSON (--show: stock layout)")
+    p.add_argument("--no-guardian", dest="guardian", action="store_false",
+                   help="interactive tool without the guardian process (only if it cannot start)")
     p.set_defaults(func=run)
 
 
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         c.save_calibration(cal, path)
         print(format_table(cal, path, title="saved stock defaults to"))
         return 0
-    return interactive(path, args.output)
+    return interactive(path, args.output, guardian=args.guardian)
 
 
 # --------------------------------------------------------------------------- non-interactive
@@ -156,7 +161,7 @@ def _print_history(path: Path, *, as_json: bool) -> int:
 # --------------------------------------------------------------------------- interactive
 
 
-def interactive(path: Path, output_spec: str) -> int:
+def interactive(path: Path, output_spec: str, *, guardian: bool = True) -> int:
     from car_runtime.actuation.calibration import Calibration, load_calibration
     from car_runtime.actuation.output import Actuator, open_output
     from car_runtime.errors import CalibrationError, ConfigError
@@ -181,6 +186,10 @@ def interactive(path: Path, output_spec: str) -> int:
     try:
         output = open_output(output_spec, cal)
         with Actuator(output, cal, deadline_s=WATCHDOG_S) as act:
+            if guardian:
+                from car_runtime.runtime import attach_guardian
+
+                attach_guardian(act, GUARDIAN_DEADLINE_S, to_disable="pass --no-guardian")
             session = CalibrateSession(act, cal, path, output_spec, notice)
             curses.wrapper(session.loop)
             return 0
@@ -226,6 +235,22 @@ class CalibrateSession:
         return Calibration.defaults().with_values(
             {f"{n}.{k}": v for n in ("servo", "motor") for k, v in self.draft[n].items()}
         )
+
+    def check_guardian(self) -> None:
+        """A guardian trip (the tool was frozen): the channels are at the saved neutral, so the
+        pulses start again from there. A lost guardian ends the tool (exit 6, at neutral)."""
+        from car_runtime.errors import GuardianLostError
+
+        failure = self.act.guardian_failure
+        if failure is not None:
+            raise GuardianLostError(f"guardian lost ({failure}): both channels are at neutral; "
+                                    "start calibrate again")
+        trip = self.act.take_guardian_trip()
+        if trip is not None:
+            for n in ("servo", "motor"):
+                self.pulse[n] = self.saved.channel(n).mid_ns
+            self.status = (f"the guardian put both channels at neutral ({trip['reason']}, "
+                           f"{trip['gap_ms']:.0f} ms): pulses back at the saved mids")
 
     # ---- keys
     def handle(self, key: int) -> bool:
@@ -332,6 +357,7 @@ class CalibrateSession:
         scr.keypad(True)
         scr.timeout(100)
         while True:
+            self.check_guardian()
             self.draw()
             key = scr.getch()
             if key == -1:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -207,3 +209,99 @@ def test_neutral_uses_calibration_and_survives_a_broken_one(tmp_path, capsys):
 def test_neutral_bad_output_is_one_line_error(capsys, tmp_path):
     code, out, err = cli(capsys, "neutral", "--calibration", str(tmp_path / "x.json"), "--output", "pwm0")
     assert code == 2 and err.startswith("error: bad output 'pwm0'") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- interactive, frozen or killed
+
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _duty(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None  # mid-rewrite
+
+
+@pytest.fixture
+def pwm_tree(tmp_path):
+    """A sysfs-shaped PWM tree in memory (tmpfs, like sysfs: a disk write never looks stuck)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="car-cal-", dir=SHM)) if SHM else tmp_path
+    fs = FakeSysfs(root / "root", exported=(0, 1))
+    yield fs
+    if SHM:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def spawn_on_sysfs(tmp_path, fs, *extra: str) -> pexpect.spawn:
+    cal_file = tmp_path / "cal.json"
+    c.save_calibration(c.Calibration.defaults(), cal_file)
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "calibrate", "--file", str(cal_file),
+                                   "--output", f"sysfs:{fs.pwm}", *extra],
+                          env=ENV, dimensions=(30, 110), timeout=30, cwd=str(tmp_path))
+    child.expect("WHEELS OFF THE GROUND")
+    return child
+
+
+MOTOR = ("pwm0", c.Calibration.defaults().motor.mid_ns)
+SERVO = ("pwm1", c.Calibration.defaults().servo.mid_ns)
+
+
+def motor_spinning(child, fs) -> Path:
+    """Select the motor and nudge it 3 coarse steps: the wheels (on the stand) spin."""
+    motor_file = fs.chip() / MOTOR[0] / "duty_cycle"
+    child.send("m")
+    child.send(RIGHT * 3)
+    wait_until(lambda: _duty(motor_file) == MOTOR[1] + 30_000, 20, "the motor nudged")
+    return motor_file
+
+
+def test_interactive_frozen_goes_to_neutral_by_the_guardian_and_resumes_from_there(tmp_path, pwm_tree):
+    fs = pwm_tree
+    child = spawn_on_sysfs(tmp_path, fs)
+    motor_file = motor_spinning(child, fs)
+    servo_file = fs.chip() / SERVO[0] / "duty_cycle"
+    os.kill(child.pid, signal.SIGSTOP)  # Ctrl-Z without a handler, a debugger, swapping...
+    wait_until(lambda: (_duty(motor_file), _duty(servo_file)) == (MOTOR[1], SERVO[1]), 20,
+               "both channels at neutral while calibrate is stopped")
+    os.kill(child.pid, signal.SIGCONT)
+    child.expect("the guardian put both channels at neutral")
+    assert _duty(motor_file) == MOTOR[1]  # nothing drives on by itself after the resume
+    child.send(RIGHT)  # nudges start again from the saved mid, not from the frozen pulse
+    wait_until(lambda: _duty(motor_file) == MOTOR[1] + 10_000, 20, "the motor nudged again")
+    child.send("q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert (_duty(motor_file), _duty(servo_file)) == (MOTOR[1], SERVO[1])
+
+
+def test_interactive_killed_goes_to_neutral_by_the_guardian(tmp_path, pwm_tree):
+    fs = pwm_tree
+    child = spawn_on_sysfs(tmp_path, fs)
+    motor_file = motor_spinning(child, fs)
+    os.kill(child.pid, signal.SIGKILL)
+    wait_until(lambda: _duty(motor_file) == MOTOR[1], 20, "the motor at neutral after kill -9")
+    child.expect(pexpect.EOF)
+    child.close()
+
+
+def test_interactive_without_the_guardian_a_frozen_tool_holds_the_pulse(tmp_path, pwm_tree):
+    """The control for the two tests above: what the guardian prevents does happen without it."""
+    fs = pwm_tree
+    child = spawn_on_sysfs(tmp_path, fs, "--no-guardian")
+    motor_file = motor_spinning(child, fs)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        for _ in range(100):  # 1 s: ten guardian deadlines
+            assert _duty(motor_file) in (MOTOR[1] + 30_000, None)
+            time.sleep(0.01)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    child.send("q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert _duty(motor_file) == MOTOR[1]
