@@ -83,6 +83,38 @@ def test_stopped_then_continued_never_drives_on_its_own(demo_model, frames, tmp_
         print(f"after SIGCONT: {polls} polls of the duty files, no driving pulse")
 
 
+def test_the_guardians_neutral_is_in_the_flight_recorders_audit(demo_model, frames, tmp_path):
+    """SIGSTOP with --record: the bag's audit topic holds the guardian process's own neutral
+    (event guardian_neutral, stamped when the guardian wrote, neutral pulses) right before the
+    loop's FAULT write, read back with the ``mcap`` package."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    bags = tmp_path / "bags"
+    with Car(tmp_path, demo_model, frames, "--record", str(bags)) as car:
+        car.wait_driving()
+        t = car.send(signal.SIGSTOP)
+        car.wait_mid(t, GENEROUS_S)
+        car.wait_state("T")
+        car.send(signal.SIGCONT)
+        car.watch_no_driving(0.5)
+        car.send(signal.SIGTERM)
+        assert car.wait() == 143, car.stderr()
+    (bag,) = bags.glob("*/*.mcap")
+    with open(bag, "rb") as fh:
+        writes = [m for _, ch, _, m in make_reader(fh, decoder_factories=[DecoderFactory()])
+                  .iter_decoded_messages() if ch.topic == "/car_runtime/writes"]
+    events = [w.event for w in writes]
+    i = events.index("guardian_neutral")
+    g, fault = writes[i], writes[i + 1]
+    assert (g.state, g.servo_ns, g.motor_ns) == ("fault", SERVO_MID, MOTOR_MID)
+    assert (fault.state, fault.event) == ("fault", "guardian_trip")
+    driving = [k for k, w in enumerate(writes) if (w.servo_ns, w.motor_ns) != (SERVO_MID, MOTOR_MID)]
+    assert driving and driving[-1] < i  # nothing drove after the trip ...
+    assert writes[driving[-1]].t < g.t < fault.t  # ... and the guardian wrote in between
+    assert events.count("guardian_neutral") == 1
+
+
 def test_sigkill_guardian_writes_neutral(demo_model, frames, tmp_path):
     with Car(tmp_path, demo_model, frames) as car:
         car.wait_driving()

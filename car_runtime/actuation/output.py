@@ -164,9 +164,21 @@ class Actuator:
         return g.failure if g is not None else None
 
     def take_guardian_trip(self) -> dict | None:
-        """A guardian trip not yet taken (see :meth:`GuardianLink.take_trip`), else None."""
+        """A guardian trip not yet taken (see :meth:`GuardianLink.take_trip`), else None.
+
+        The guardian's own neutral write (made by its process, not through this actuator) is
+        then handed to the write listeners, so an audit holds it: neutral pulses, ``t`` = when
+        the guardian wrote, context ``{"state": "fault", "event": "guardian_neutral",
+        "guardian": <the trip>}``. Its ``t`` is earlier than the writes already delivered
+        since then (they were made while the trip was unseen)."""
         g = self.guardian
-        return g.take_trip() if g is not None else None
+        trip = g.take_trip() if g is not None else None
+        if trip is not None and self._listeners:
+            self._written.append(self._neutral_for(
+                self._t(None) - trip["ago_ms"] / 1e3,
+                {"state": "fault", "event": "guardian_neutral", "guardian": dict(trip)}))
+            self._deliver()
+        return trip
 
     def set_armed(self, armed: bool) -> None:
         """Tell the guardian whether the loop may drive (it guards an armed loop even at rest)."""

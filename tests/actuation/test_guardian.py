@@ -98,6 +98,8 @@ def test_a_stuck_write_trips_and_driving_is_refused_until_taken(guarded, cal):
     the guardian writes neutral and counts a trip; the actuator refuses to drive until the trip
     is taken."""
     act, _, g = guarded
+    heard = []
+    act.add_write_listener(heard.append)
     targets = g.targets
     for t in targets:
         Path(t.path).write_text("driving")
@@ -112,7 +114,15 @@ def test_a_stuck_write_trips_and_driving_is_refused_until_taken(guarded, cal):
     assert (w.servo_ns, w.motor_ns) == cal.neutral_ns() and w.context["event"] == "guardian_trip"
     trip = act.take_guardian_trip()
     assert trip["reason"] == "write stuck" and trip["gap_ms"] >= DEADLINE_S * 1e3
+    # the listeners (the flight recorder's audit) heard the refusal, then the guardian's own
+    # neutral, stamped when the guardian wrote it: before the refusal
+    refusal, by_guardian = heard[-2:]
+    assert refusal.context["event"] == "guardian_trip"
+    assert by_guardian.context == {"state": "fault", "event": "guardian_neutral", "guardian": trip}
+    assert (by_guardian.servo_ns, by_guardian.motor_ns) == cal.neutral_ns()
+    assert by_guardian.t_s < refusal.t_s
     assert act.take_guardian_trip() is None and not g.trip_pending()
+    assert heard[-1] is by_guardian  # taken once, heard once
     w = act.command(0.5, 0.5, state="armed")  # taken (the loop went to fault): allowed again
     assert w.motor_ns != cal.neutral_ns()[1]
     print(f"stuck write -> guardian neutral after {took_ms:.0f} ms (deadline "
