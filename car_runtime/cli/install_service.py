@@ -254,7 +254,7 @@ RELOAD_COMMANDS: tuple[tuple[str, ...], ...] = (
     ("systemctl", "daemon-reload"),
     ("udevadm", "control", "--reload"),
     ("udevadm", "trigger", "--subsystem-match=pwm", "--subsystem-match=gpio",
-     "--subsystem-match=video4linux"),
+     "--subsystem-match=video4linux", "--subsystem-match=i2c-dev"),
 )
 
 

@@ -2,13 +2,21 @@
 
 Every field is ``None`` when this machine does not expose it (a laptop has no battery in
 ``/sys/class/power_supply``, a container may have no thermal zones): absent, never invented.
-The DeepRacer's own battery board sits on I2C and is not exposed there, so its level shows as
-absent. ``proc``/``sys`` roots are parameters so tests can give a tree of their own.
+
+The DeepRacer's battery board is not a power supply: it answers on I2C, address 0x3f, register
+0x03, on the bus of PCI device ``0000:00:17.3`` (the stock ``i2c_pkg`` battery node reads it the
+same way). :class:`DeepRacerBattery` reads that byte at most every ``BATTERY_PERIOD_S`` and maps
+it to the stock 0-11 level with the stock thresholds; a bus that is absent, not readable by this
+user or silent gives ``None``. ``proc``/``sys``/``dev`` roots are parameters so tests can give a
+tree of their own.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +38,118 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+log = logging.getLogger(__name__)
+
+#: The battery board: I2C bus of this PCI device, its address and the level register.
+BATTERY_PCI_DEVICE = "0000:00:17.3"
+BATTERY_I2C_ADDRESS = 0x3F
+BATTERY_REGISTER = 0x03
+I2C_SLAVE = 0x0703  # <linux/i2c-dev.h>: the address of the next read/write on this fd
+#: Byte -> stock level (the first threshold the byte reaches); below the last: no level (-1 in
+#: the stock console).
+BATTERY_LEVELS = ((0xEC, 11), (0xE0, 10), (0xD9, 9), (0xD3, 8), (0xCF, 7), (0xCB, 6),
+                  (0xC8, 5), (0xC5, 4), (0xC3, 3), (0xC0, 2), (0xB4, 1), (0x8C, 0))
+BATTERY_LEVEL_MAX = 11
+BATTERY_PERIOD_S = 10.0  # as the stock console polls it
+
+
+def battery_level(byte: int) -> int | None:
+    """The stock 0-11 level of the battery board's byte; None below the lowest threshold."""
+    for threshold, level in BATTERY_LEVELS:
+        if byte >= threshold:
+            return level
+    return None
+
+
+def battery_bus(sys: Path) -> int | None:
+    """The I2C bus number of the battery board (``/sys/class/i2c-dev/i2c-N`` links into the PCI
+    device), None when this machine has none."""
+    for entry in sorted((sys / "class" / "i2c-dev").glob("i2c-*")):
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if BATTERY_PCI_DEVICE in target:
+            try:
+                return int(entry.name.rpartition("-")[2])
+            except ValueError:
+                continue
+    return None
+
+
+class DeepRacerBattery:
+    """The battery board's level, read over I2C (see the module docstring).
+
+    :meth:`level` never blocks: it returns the last reading (``{"level", "max"}``) or None,
+    and when the reading is older than ``period_s`` it starts one short-lived thread to read the
+    board again (never a second one while a read is in flight, so a hung bus costs one thread,
+    not the caller's time). :meth:`read` is that read: one write of the register number and one
+    1-byte read on ``/dev/i2c-N``. A failing bus is logged once.
+    """
+
+    def __init__(self, *, sys: str | Path = "/sys", dev: str | Path = "/dev",
+                 period_s: float = BATTERY_PERIOD_S) -> None:
+        self.sys, self.dev, self.period_s = Path(sys), Path(dev), period_s
+        self._read_at_s = -float("inf")
+        self._level: int | None = None
+        self._reading = threading.Lock()
+        self._warned = False
+
+    def level(self) -> dict[str, int] | None:
+        if now_s() - self._read_at_s >= self.period_s and self._reading.acquire(blocking=False):
+            self._read_at_s = now_s()
+            threading.Thread(target=self._refresh, name="battery-read", daemon=True).start()
+        level = self._level
+        return None if level is None else {"level": level, "max": BATTERY_LEVEL_MAX}
+
+    def _refresh(self) -> None:
+        try:
+            self._level = self.read()
+        finally:
+            self._reading.release()
+
+    def read(self) -> int | None:
+        """Read the board now (blocking): its stock level, or None."""
+        return self._read()
+
+    def _read(self) -> int | None:
+        bus = battery_bus(self.sys)
+        if bus is None:
+            return None
+        path = self.dev / f"i2c-{bus}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            return self._failed(f"cannot open {path} ({exc.strerror}): grant the service user "
+                                "read/write on it (install-service's udev rule does)")
+        try:
+            fcntl.ioctl(fd, I2C_SLAVE, BATTERY_I2C_ADDRESS)
+            if os.write(fd, bytes([BATTERY_REGISTER])) != 1:
+                return self._failed(f"{path}: the battery board took no register number")
+            data = os.read(fd, 1)
+        except OSError as exc:
+            return self._failed(f"{path}: the battery board did not answer ({exc.strerror})")
+        finally:
+            os.close(fd)
+        if len(data) != 1:
+            return self._failed(f"{path}: the battery board sent no byte")
+        return battery_level(data[0])
+
+    def _failed(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.info("battery level not available: %s", why)
+        return None
+
+
 #: How often the thermal zones, CPU frequency files and batteries are looked for again (a
 #: sample only reads the files found: globbing /sys every second costs more than reading).
 DISCOVER_S = 30.0
 
 
 class SystemFacts:
-    """``sample()`` -> dict of CPU %, temperature, frequency, memory, disk, battery.
+    """``sample()`` -> dict of CPU %, temperature, frequency, memory, disk, battery (a power
+    supply's percent, and the DeepRacer battery board's 0-11 level).
 
     CPU percentages are over the time since the previous ``sample()`` (the first call gives
     ``None``): ``cpu_pct`` is the whole machine (100 = every core busy), ``process_cpu_pct`` is
@@ -44,9 +157,11 @@ class SystemFacts:
     """
 
     def __init__(self, *, proc: str | Path = "/proc", sys: str | Path = "/sys",
+                 dev: str | Path = "/dev",
                  disk_paths: dict[str, str | Path] | None = None) -> None:
         self.proc = Path(proc)
         self.sys = Path(sys)
+        self.battery = DeepRacerBattery(sys=sys, dev=dev)
         self.disk_paths = dict(disk_paths or {"root": "/"})
         self._last_cpu: tuple[int, int] | None = None  # (busy, total) jiffies
         self._last_proc: tuple[float, float] | None = None  # (process cpu s, wall s)
@@ -82,6 +197,7 @@ class SystemFacts:
             "memory": self._memory(),
             "disk_free_mb": {name: self._free_mb(p) for name, p in self.disk_paths.items()},
             "battery_pct": self._battery_pct(),
+            "battery_level": self.battery.level(),  # the DeepRacer's board: {"level", "max": 11}
         }
 
     def _cpu_pct(self) -> float | None:

@@ -15,7 +15,7 @@ from car_runtime import data
 
 RULES = data.SYSTEMD / "99-car-runtime.rules"
 PAIR = re.compile(r'\s*([A-Z_]+(?:\{[A-Za-z_]+\})?)\s*(==|!=|\+=|:=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
-MATCH_KEYS = {"ACTION", "SUBSYSTEM", "KERNEL", "ENV", "ATTR"}
+MATCH_KEYS = {"ACTION", "SUBSYSTEM", "KERNEL", "KERNELS", "ENV", "ATTR"}
 ASSIGN_KEYS = {"RUN", "GROUP", "MODE", "OWNER"}
 
 
@@ -46,6 +46,8 @@ def test_rules_cover_pwm_gpio_and_video_and_header_says_how_to_install():
     assert {"SUBSYSTEM": "pwm", "KERNEL": "pwmchip*", "ACTION": "add|change"} in matched
     assert any(m.get("SUBSYSTEM") == "gpio" and m.get("KERNEL") == "gpio[0-9]*" for m in matched)
     assert any(m.get("SUBSYSTEM") == "video4linux" for m in matched)
+    # the battery board's bus only (the cockpit's battery level), not every I2C bus
+    assert {"SUBSYSTEM": "i2c-dev", "KERNELS": "0000:00:17.3"} in matched
     text = RULES.read_text()
     for needle in ("groupadd --system car-runtime", "/etc/udev/rules.d/", "udevadm control --reload",
                    "udevadm trigger", "usermod -aG car-runtime"):

@@ -218,6 +218,7 @@ function renderStatus(m) {
     ["memory used", sys.memory ? `${sys.memory.used_pct} % of ${sys.memory.total_mb} MB` : null],
     ...Object.entries(sys.disk_free_mb || {}).map(([k, v]) => [`free disk: ${k} (MB)`, v]),
     ["battery (%)", sys.battery_pct],
+    ["battery level", sys.battery_level ? `${sys.battery_level.level} / ${sys.battery_level.max}` : null],
     ["pages / live views", `${m.web.pages} / ${m.web.viewers}`],
     ["guardian", guardianText(st.guardian, st.guardian_trips)],
     ["recording", recordingText(st.recording)],
