@@ -61,6 +61,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 TELEMETRY_PERIOD_S = 0.2
 SYSTEM_PERIOD_S = 1.0
 MAX_SOCKETS = 16
+#: Open TCP connections at once (pages, live views, scripts, idle keep-alives); more are
+#: answered 503 and closed at once, so no client can use up the process's file descriptors
+#: (the recorder, model loads and the camera need them).
+MAX_CONNECTIONS = 64
 MAX_VIEWERS = 4
 MAX_WS_MESSAGE_BYTES = 4096
 MAX_WS_MESSAGES_PER_S = 100
@@ -90,6 +94,17 @@ def endpoint(*, auth: bool = True, control: bool = False) -> Callable:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status, headers=headers)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over :data:`MAX_CONNECTIONS`: one 503 answer, then closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        body = b'{"error": "too many connections to the car; close other pages and retry"}'
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"  # type: ignore[attr-defined]
+                        b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
+                        + b"\r\n\r\n" + body)
+        transport.close()
 
 
 _STATUS_OF = ((WebError, None), (BusyError, 409), (CalibrationError, 400), (ModelError, 400),
@@ -164,12 +179,14 @@ class Cockpit:
         self.controller_since_s = 0.0
         self.sockets: list[Socket] = []
         self.viewers = 0
+        self.refused_connections = 0
         self.last_load: dict[str, Any] | None = None
         self.warnings: list[str] = []
         self.port = address[1]
         self._heartbeat_stamps: dict[str, list[float]] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._tick: asyncio.Event | None = None
         self._telemetry_json = "{}"
@@ -285,11 +302,21 @@ class Cockpit:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address[0], self.address[1], backlog=32)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        # aiohttp's low-level server is the protocol factory (as TCPSite uses it), behind a gate
+        # that refuses connections beyond MAX_CONNECTIONS
+        http = self._runner.server
+        assert http is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(http.connections) >= MAX_CONNECTIONS:
+                self.refused_connections += 1
+                return _Refused()
+            return http()
+
+        self._listener = await asyncio.get_running_loop().create_server(
+            protocol, self.address[0] or None, self.address[1], backlog=32, reuse_address=True)
+        if self._listener.sockets:
+            self.port = self._listener.sockets[0].getsockname()[1]
         self._background.append(asyncio.get_running_loop().create_task(self._telemetry_task()))
         self._background.append(asyncio.get_running_loop().create_task(self._calibration_task()))
 
@@ -301,6 +328,8 @@ class Cockpit:
         for s in list(self.sockets):
             with contextlib.suppress(Exception):
                 await s.ws.close(code=1001, message=b"car-runtime is stopping")
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -990,7 +1019,7 @@ class Cockpit:
             "speed_mps": frame.speed_mps, "angle": frame.angle, "throttle": frame.throttle,
             "age_ms": round((t - frame.t_capture_s) * 1e3, 1)}
         web_facts = {"controlled": self._controller_active(), "pages": len(self.sockets),
-                     "viewers": self.viewers,
+                     "viewers": self.viewers, "refused_connections": self.refused_connections,
                      "heartbeat_age_ms": round(hb_age * 1e3) if math.isfinite(hb_age) else None,
                      "last_load": self.last_load, **self._static_facts()}
         parts = ['{"t":"telemetry","status":', _join_objects(_dumps(fast), self._slow_status),

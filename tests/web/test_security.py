@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -180,3 +181,34 @@ def test_cookies_are_strict_and_errors_carry_the_security_headers(car):
                 return exc.status
 
     assert asyncio.run(ws_without_origin_check()) == 403
+
+
+def test_idle_connections_beyond_the_cap_are_refused_and_the_car_drives_on(car):
+    """A client that opens connections and sends nothing (slowloris, a port scan): beyond
+    MAX_CONNECTIONS each new one gets a JSON 503 and is closed, the process keeps its file
+    descriptors, the drive loop keeps deciding, and once they close the cockpit serves again."""
+    import socket
+
+    from car_runtime.web.server import MAX_CONNECTIONS
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    idle = [socket.create_connection(("127.0.0.1", car.port), timeout=10)
+            for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_for(lambda: len(car.cockpit._runner.server.connections) == MAX_CONNECTIONS,
+                 what="every idle connection accepted")
+        frames = car.loop.stats.frames
+        status, headers, body = raw(car.port, "GET", "/api/session")
+        assert status == 503 and headers["Connection"] == "close"
+        assert "too many connections" in json.loads(body)["error"]
+        assert car.cockpit.refused_connections >= 1
+        # the server holds one descriptor per accepted connection, no more
+        assert len(os.listdir("/proc/self/fd")) - fds_before < 2 * MAX_CONNECTIONS + 16
+        wait_for(lambda: car.loop.stats.frames > frames + 5, what="the loop still deciding")
+    finally:
+        for s in idle:
+            s.close()
+    wait_for(lambda: not car.cockpit._runner.server.connections, what="the idle ones gone")
+    c = car.client()
+    assert c.get("/api/status").status == 200
+    assert c.get("/api/status").json["web"]["refused_connections"] >= 1
