@@ -153,6 +153,7 @@ def test_battery_level_read_over_i2c_as_the_stock_node_does(tmp_path, monkeypatc
 
 def test_a_silent_board_never_blocks_the_facts_and_costs_one_thread(tmp_path, monkeypatch):
     sys_root, dev = car_i2c_tree(tmp_path)
+    before = set(threading.enumerate())
     board = FakeBatteryBoard(dev, 7, monkeypatch, answer=None)  # takes the register, never answers
     try:
         battery = telemetry.DeepRacerBattery(sys=sys_root, dev=dev, period_s=0.0)
@@ -160,7 +161,7 @@ def test_a_silent_board_never_blocks_the_facts_and_costs_one_thread(tmp_path, mo
             assert battery.level() is None  # returns at once, read in flight or not
         wait_until(lambda: board.registers, 10, "the read started")
         assert board.registers == [0x03]  # one read in flight, no second thread piled up
-        readers = [t for t in threading.enumerate() if t.name == "battery-read"]
+        readers = [t for t in set(threading.enumerate()) - before if t.name == "battery-read"]
         assert len(readers) == 1
     finally:
         board.close()  # the hung read fails (EIO): the thread ends
