@@ -254,27 +254,33 @@ class DriveLoop:
             now_s(), self._last_heartbeat_s, self._deadman_s)
 
     def _apply(self, event: Event) -> None:
+        """Take ``event``; a change of state writes neutral *before* the new state is published,
+        so whoever sees ``disarmed`` or ``fault`` (a page, a test, a ROS client) sees a car whose
+        outputs are already at neutral."""
         before = self.state
-        self.state = step(self.state, event).state
-        if self.state is not before:
-            log.info("state %s -> %s (%s)", before.value, self.state.value, event.name)
-            self._neutral(None, event=event.value)
+        after = step(before, event).state
+        if after is not before:
+            log.info("state %s -> %s (%s)", before.value, after.value, event.name)
+            self._neutral(None, state=after, event=event.value)
+            self.state = after
 
-    def _neutral(self, result: StepResult | None, **context: object) -> DutyWrite:
+    def _neutral(self, result: StepResult | None, state: State | None = None,
+                 **context: object) -> DutyWrite:
         frame = result.frame if result is not None else None
+        state = self.state if state is None else state
         w = self.actuator.neutral(
             frame_seq=frame.seq if frame else None,
             frame_age_ms=round((now_s() - frame.t_capture_s) * 1e3, 3) if frame else None,
-            state=self.state.value,
+            state=state.value,
             **context,
         )
-        self._call_hooks(result, w)
+        self._call_hooks(result, w, state)
         return w
 
-    def _call_hooks(self, result: StepResult | None, w: DutyWrite) -> None:
+    def _call_hooks(self, result: StepResult | None, w: DutyWrite, state: State) -> None:
         for hook in self._hooks:
             try:
-                hook(result, w, self.state)
+                hook(result, w, state)
             except Exception:  # an adapter failing never stops the car
                 self.hook_errors += 1
                 log.exception("step hook %r failed; removed (the car keeps driving)", hook)
@@ -286,6 +292,7 @@ class DriveLoop:
         code, reason = int(ExitCode.OK), "end of input"
         last_notify = last_status = now_s()
         sdnotify.ready()
+        end_state: State | None = None
         try:
             self.source.start(slot)
             last_seq = 0
@@ -316,16 +323,17 @@ class DriveLoop:
                 code, reason = self._stop_code, self._stop_reason
         except Exception as exc:  # any stage failure: neutral, then exit with FAULT
             self.stats.errors += 1
-            self.state = step(self.state, Event.ERROR).state
+            end_state = step(self.state, Event.ERROR).state
             code, reason = int(ExitCode.FAULT), (f"{type(exc).__name__}: {exc}" if str(exc)
                                                   else type(exc).__name__)
             log.error("drive loop fault: %s", reason)
         finally:
-            if code != ExitCode.FAULT:  # a fault stays visible in the last record
-                self.state = step(self.state, Event.END).state
+            if end_state is None:  # a fault stays visible in the last record
+                end_state = (self.state if code == ExitCode.FAULT
+                             else step(self.state, Event.END).state)
             try:
                 self.actuator.set_armed(False)
-                self._neutral(None, event="exit")
+                self._neutral(None, state=end_state, event="exit")
             except Exception as exc:  # a failing output: every channel that still accepts it
                 log.error("neutral on exit failed: %s", exc)
                 results = self.actuator.emergency_neutral()
@@ -336,6 +344,7 @@ class DriveLoop:
                 if note not in reason:
                     reason = f"{reason}; {note}"
             finally:
+                self.state = end_state
                 self.source.stop()
                 sdnotify.stopping()
         self.exit_code, self.exit_reason = code, reason
@@ -347,8 +356,9 @@ class DriveLoop:
         age_s = now_s() - frame.t_capture_s
         if age_s > self.max_frame_age_s:
             self.stats.stale += 1
-            self.state = step(self.state, Event.STALE_FRAME).state
-            self._neutral(None, event="stale_frame")
+            after = step(self.state, Event.STALE_FRAME).state
+            self._neutral(None, state=after, event="stale_frame")
+            self.state = after
             return
         result = self.pipeline.step(frame)
         age_s = now_s() - frame.t_capture_s
@@ -359,11 +369,10 @@ class DriveLoop:
             verdict = step(self.state, Event.STALE_FRAME)
         else:
             verdict = step(self.state, Event.DECISION)
-        self.state = verdict.state
         context = {
             "frame_seq": frame.seq,
             "frame_age_ms": round(age_s * 1e3, 3),
-            "state": self.state.value,
+            "state": verdict.state.value,
         }
         if verdict.drive and decision.valid:
             w = self.actuator.command(decision.angle, decision.throttle, **context)
@@ -371,9 +380,10 @@ class DriveLoop:
                 self.stats.driven += 1
         else:
             w = self.actuator.neutral(**context)
+        self.state = verdict.state  # published after the write, as in _apply
         timer.lap("actuate")
         timer.end()
-        self._call_hooks(result, w)
+        self._call_hooks(result, w, verdict.state)
 
     def status(self) -> dict:
         """A snapshot for status lines, ROS diagnostics and sd_notify STATUS."""

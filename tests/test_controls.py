@@ -113,6 +113,30 @@ def test_every_hook_sees_every_write_and_a_failing_hook_is_dropped(running):
     assert any(driving(w) for _, w in decided)
 
 
+def test_a_new_state_is_published_only_after_its_neutral_is_written(running):
+    """Whoever reads ``loop.state`` (a page, a ROS client, a test) and sees ``disarmed`` sees a car
+    whose outputs are already at neutral: the write lands first, then the state changes."""
+    r = running()
+    published_at_write = {}
+
+    def on_write(w):  # runs in the writing thread, right after the write
+        event = w.context.get("event")
+        if event in ("arm", "stop", "exit") and event not in published_at_write:
+            published_at_write[event] = r.loop.state
+
+    r.actuator.add_write_listener(on_write)
+    r.controls.arm()
+    wait_for(lambda: r.loop.stats.driven >= 5, what="driving")
+    r.loop.stop_driving()
+    wait_for(lambda: r.loop.state is State.DISARMED, what="stopped")
+    # The STOP write is already on the outputs the moment the state reads DISARMED.
+    stop = [w for w in r.writes if w.context.get("event") == "stop"]
+    assert len(stop) == 1 and not driving(stop[0]) and stop[0].context["state"] == "disarmed"
+    assert r.close() == ExitCode.OK
+    assert published_at_write == {"arm": State.DISARMED, "stop": State.ARMED,
+                                  "exit": State.DISARMED}
+
+
 # -- the deadman -------------------------------------------------------------------------------
 
 def test_deadman_refuses_to_arm_without_heartbeat_and_disarms_when_they_stop(running):
