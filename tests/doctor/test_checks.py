@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import ATOM_CPUINFO
+from car_tree import ATOM_CPUINFO
 
 from car_runtime import doctor
 from car_runtime.doctor import Check, Identity, Level, Roots

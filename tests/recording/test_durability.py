@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import mcap_messages, read_jsonl, run_recorded
+from recording_helpers import mcap_messages, read_jsonl, run_recorded
 
 from car_runtime.recording import mcapscan
 from car_runtime.recording.catalog import list_sessions, readable_bag

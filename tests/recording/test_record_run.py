@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (COMMUNITY_MSGS, SESSION_RE, frames_folder, mcap_messages, read_jsonl,
+from recording_helpers import (COMMUNITY_MSGS, SESSION_RE, frames_folder, mcap_messages, read_jsonl,
                       run_recorded)
 
 from helpers import car_runtime_cmd

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LiveRun, frames_folder, session_messages, verify_in_process
+from recording_helpers import LiveRun, frames_folder, session_messages, verify_in_process
 
 from car_runtime.recording.catalog import list_sessions
 

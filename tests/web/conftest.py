@@ -3,13 +3,12 @@ real footage, a recorder output) with the real cockpit server on a free loopback
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from car_runtime.web.auth import LoginLimiter, write_password_file
-from test_controls import Running, wait_for  # noqa: F401  (shared with these tests)
+from test_controls import Running
 from webclient import PASSWORD, Client
 
 
@@ -91,7 +90,3 @@ def car_factory(demo_model, footage_seq_dir, password_file, tmp_path):
 @pytest.fixture
 def car(car_factory) -> Car:
     return car_factory()
-
-
-def listing(folder: Path) -> list[str]:
-    return sorted(os.listdir(folder))

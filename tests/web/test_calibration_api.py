@@ -9,7 +9,7 @@ import threading
 import time
 
 from car_runtime.actuation.calibration import Calibration, list_history
-from conftest import wait_for
+from helpers import wait_until as wait_for
 
 NEW = {"servo": {"min": 1_250_000, "mid": 1_460_000, "max": 1_690_000, "polarity": -1},
        "motor": {"min": 1_300_000, "mid": 1_450_000, "max": 1_600_000, "polarity": 1}}

@@ -17,7 +17,7 @@ import psutil
 from car_runtime.control.safety import State
 from car_runtime.timing import now_s
 from car_runtime.web.live import encode_jpeg
-from conftest import wait_for
+from helpers import wait_until as wait_for
 
 
 def read_parts(port: int, cookies: dict, view: str, seconds: float, max_parts: int = 1000):

@@ -11,7 +11,8 @@ import pytest
 
 from car_runtime.errors import ModelError
 from car_runtime.model.archive import open_model
-from conftest import listing, wait_for
+from helpers import wait_until as wait_for
+from webclient import listing
 from webclient import model_archive, tar_gz, zero_bomb
 
 

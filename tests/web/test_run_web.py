@@ -13,7 +13,7 @@ import time
 from car_runtime.actuation.calibration import Calibration
 from car_runtime.actuation.recorder import read_records
 from car_runtime.control.safety import State
-from conftest import wait_for
+from helpers import wait_until as wait_for
 from helpers import car_runtime_cmd
 
 NEUTRAL = Calibration.defaults().neutral_ns()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from car_runtime.recording.catalog import list_sessions
-from conftest import listing, wait_for
+from helpers import wait_until as wait_for
+from webclient import listing
 from helpers import mcap_records
 from webclient import Client
 
@@ -38,9 +39,10 @@ def drive_a_session(car, c: Client, frames: int = 15) -> str:
 
 @pytest.fixture
 def rec_car(car_factory, tmp_path):
-    """A car recording into tmp_path/runs (sessions close 0.3 s after driving stops; deadman
-    off so the tests can arm without heartbeats)."""
-    return car_factory(deadman_ms=0, record_dir=tmp_path / "runs", record_idle_close_s=0.3)
+    """A car recording into tmp_path/runs (sessions close 1 s after driving stops: long enough
+    that a loaded test machine's pause between frames does not split a session; deadman off so
+    the tests can arm without heartbeats)."""
+    return car_factory(deadman_ms=0, record_dir=tmp_path / "runs", record_idle_close_s=1.0)
 
 
 def runs(c: Client) -> dict:

@@ -18,7 +18,7 @@ import pytest
 
 from car_runtime.control.safety import State
 from car_runtime.web.auth import LoginLimiter
-from conftest import wait_for
+from helpers import wait_until as wait_for
 from webclient import Client
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import secrets
 import tarfile
 from dataclasses import dataclass
@@ -140,3 +141,8 @@ def zero_bomb(size_bytes: int) -> bytes:
         info.size = size_bytes
         tar.addfile(info, Zeros(size_bytes))  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+def listing(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted."""
+    return sorted(os.listdir(folder))
