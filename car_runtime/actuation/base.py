@@ -18,7 +18,9 @@ class DutyWrite:
     """One write to both channels: the applied command and the pulses sent.
 
     ``angle``/``throttle`` are the values actually applied (after clamping; 0 for non-finite
-    input); ``context`` carries the caller's extras (frame seq, state, event...).
+    input); ``context`` carries the caller's extras (frame seq, state, event...);
+    ``thread_id`` is the :func:`threading.get_ident` of the thread that made the device write
+    (0 for a write another process made, such as the guardian's).
     """
 
     t_s: float
@@ -27,6 +29,7 @@ class DutyWrite:
     servo_ns: int
     motor_ns: int
     context: dict = field(default_factory=dict)
+    thread_id: int = 0
 
 
 class PwmOutput(ABC):

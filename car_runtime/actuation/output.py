@@ -120,10 +120,11 @@ class Actuator:
     def add_write_listener(self, fn: Callable[[DutyWrite], None]) -> None:
         """Call ``fn(w)`` after each completed write, whoever wrote it (see the class docstring).
 
-        Calls come in write order, in the thread that wrote (or one that wrote right after it),
-        never while the device lock is held. ``fn`` must return at once (copy a reference,
-        ``put_nowait``); one that raises is logged and removed. Writes made before it was added
-        are not replayed."""
+        Calls come in write order, in the thread that wrote or in another writing thread that
+        was delivering at the time (``w.thread_id`` says who wrote), never while the device lock
+        is held; a write call returns only after ``fn(w)`` has returned. ``fn`` must return at
+        once (copy a reference, ``put_nowait``); one that raises is logged and removed. Writes
+        made before it was added are not replayed."""
         self._listeners = [*self._listeners, fn]
 
     def remove_write_listener(self, fn: Callable[[DutyWrite], None]) -> None:
@@ -131,9 +132,9 @@ class Actuator:
 
     def _deliver(self, wait_s: float = -1) -> None:
         """Hand the completed writes to the listeners (call without ``_io``). With ``wait_s``
-        (emergency paths) give up after that long if another thread is delivering."""
-        if not self._written:
-            return
+        (emergency paths) give up after that long if another thread is delivering. No
+        lock-free shortcut: another thread may have taken this thread's write off the deque and
+        still be calling the listeners with it; taking the lock waits until it is done."""
         if not self._deliver_lock.acquire(timeout=wait_s):
             return
         try:
@@ -442,6 +443,7 @@ class Actuator:
         finally:
             self._writing_since_s = None
         self._pulses_ns = (w.servo_ns, w.motor_ns)
+        w.thread_id = threading.get_ident()
         self.last_write = w
         if self._listeners:
             self._written.append(w)

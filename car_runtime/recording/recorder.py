@@ -238,7 +238,7 @@ class FlightRecorder:
         """Actuator write listener: queue every write (a loop write: hand it to the hook)."""
         if self._stopped:
             return
-        from_loop = threading.get_ident() == self._loop_tid
+        from_loop = w.thread_id == self._loop_tid  # the watchdog thread may deliver it
         if from_loop and self._loop_item is not None:
             # an earlier loop write the hook never saw (the guardian undid it): as it is
             self._queue.put_nowait(self._loop_item)

@@ -282,6 +282,50 @@ def test_another_threads_write_between_a_loop_write_and_its_hook_keeps_its_place
     assert result.ok, lines
 
 
+def test_a_loop_write_handed_over_by_another_thread_keeps_its_frame(
+        tmp_path, live, demo_model, footage_seq_dir):
+    """The actuator hands every completed write to the listeners from whichever writing thread
+    is delivering at the time. Here another thread's write is delivered slowly (a listener
+    holds that thread until the loop has written its next frame, as a preempted watchdog thread
+    does on a loaded car), so that thread hands the loop's write to the recorder. The recorder
+    still joins it with its frame and decision: every driving frame is in the bag, and it
+    verifies."""
+    run_ref: list[LiveRun] = []
+    handed: list[int] = []  # loop writes that another thread delivered
+
+    def hold(w):
+        if w.context.get("event") != "held":
+            if w.thread_id != threading.get_ident() and w.context.get("frame_seq") is not None:
+                handed.append(w.context["frame_seq"])
+            return
+        out = run_ref[0].actuator.output
+        n = len(out.writes)
+        end = time.monotonic() + 2.0
+        while len(out.writes) <= n and time.monotonic() < end:
+            time.sleep(0.001)
+        time.sleep(0.05)  # the loop's write is now waiting to be delivered
+
+    def other_thread_writes(result, w, state):
+        if result is not None and state.value == "armed" and result.frame.seq % 5 == 0:
+            threading.Thread(target=run_ref[0].actuator.neutral,
+                             kwargs={"state": "armed", "event": "held"}).start()
+
+    frames = frames_folder(footage_seq_dir, tmp_path / "frames", 60)
+    run = live(demo_model, frames, hooks_before=(other_thread_writes,))
+    run_ref.append(run)
+    run.actuator.add_write_listener(hold)
+    run.finish()
+    assert len(handed) >= 5, handed  # the hand-over happened, again and again
+    (info,) = list_sessions(run.root)
+    msgs = session_messages(info.path)
+    recorded = [int(m.images[0].header.frame_id) for _t, m in msgs["/inference_pkg/rl_results"]]
+    decided = [w.context["frame_seq"] for w in run.writes
+               if w.context.get("frame_seq") is not None]
+    assert recorded == decided and set(handed) <= set(recorded)
+    result, lines = verify_in_process(info.path)
+    assert result.ok, lines
+
+
 def test_an_emergency_neutral_is_in_the_audit(tmp_path, live, demo_model, footage_seq_dir):
     """An emergency neutral (the shutdown paths' write around the device lock) from another
     thread mid-run is recorded with its event, in its place among the loop's writes."""
